@@ -1,0 +1,130 @@
+"""Image I/O shared by training, evaluation and the lean runtime (numpy + OpenCV only).
+
+Every image enters the project through `read_image`, so all code downstream can rely on one format:
+uint8 HxWx3 in OpenCV's BGR channel order, whatever the file held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class ImageReadError(ValueError):
+    """A file that should be an image or mask but cannot be used; `.path` names it for reports."""
+
+    def __init__(self, path: Path, reason: str, remedy: str, kind: str = "image") -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"cannot read {kind} {path}: {reason}; {remedy}")
+
+
+def _decode(path: Path, kind: str, remedy: str) -> np.ndarray:
+    """Decode via a byte buffer because cv2.imread cannot open non-ASCII paths on Windows."""
+    try:
+        raw = np.fromfile(path, np.uint8)
+    except FileNotFoundError:
+        raise ImageReadError(path, "file does not exist", remedy, kind) from None
+    except OSError as err:
+        raise ImageReadError(path, err.strerror or str(err), remedy, kind) from None
+    if raw.size == 0:
+        raise ImageReadError(path, "file is empty", remedy, kind)
+    try:
+        decoded = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        decoded = None
+    if decoded is None:
+        raise ImageReadError(path, "file is corrupt or not an image", remedy, kind)
+    return decoded
+
+
+def read_image(path: Path | str) -> np.ndarray:
+    """Read any common image file as uint8 HxWx3 BGR (grey is replicated, alpha dropped)."""
+    path = Path(path)
+    remedy = "remove it or pass --skip-bad-images"
+    img = _decode(path, "image", remedy)
+    if img.dtype == np.uint16:
+        img = np.rint(img / 257.0).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ImageReadError(path, f"unsupported pixel type {img.dtype}", "save it as 8- or 16-bit")
+    if img.ndim == 2:
+        img = img[:, :, np.newaxis]
+    channels = img.shape[2]
+    if channels == 1:
+        return np.repeat(img, 3, axis=2)
+    if channels == 4:
+        return np.ascontiguousarray(img[:, :, :3])
+    if channels == 3:
+        return img
+    raise ImageReadError(path, f"unsupported channel count {channels}", remedy)
+
+
+def read_mask(path: Path | str) -> np.ndarray:
+    """Read a ground-truth mask as bool HxW; any non-zero pixel in any channel marks a defect."""
+    path = Path(path)
+    mask = _decode(path, "mask", "re-export it as a single-channel PNG") != 0
+    return mask.any(axis=2) if mask.ndim == 3 else mask
+
+
+def resize_image(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize with area averaging when shrinking (no aliasing) and bilinear otherwise."""
+    if img.shape[:2] == (height, width):
+        return img
+    shrinking = height < img.shape[0] and width < img.shape[1]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(img, (width, height), interpolation=interpolation)
+
+
+def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize bilinearly and threshold at 0.5, as MVTec AD evaluation does."""
+    resized = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    return resized > 0.5
+
+
+def list_images(folder: Path | str) -> list[Path]:
+    """Image files directly inside `folder`, sorted so that runs see them in a stable order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist or is not a folder")
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not paths:
+        raise ValueError(
+            f"no images in {folder}; expected files ending in {', '.join(IMAGE_EXTENSIONS)}"
+        )
+    return paths
+
+
+@dataclass
+class LoadedImages:
+    """A batch of images plus which files made it in and why the others did not."""
+
+    images: np.ndarray  # (N, H, W, 3) uint8 BGR
+    paths: list[Path]
+    skipped: list[tuple[Path, str]]  # (file, reason)
+
+
+def load_images(
+    paths: Iterable[Path | str], height: int, width: int, *, skip_bad: bool = False
+) -> LoadedImages:
+    """Read and resize images into one array; with `skip_bad`, unreadable files are reported, not fatal."""
+    images, loaded, skipped = [], [], []
+    for path in map(Path, paths):
+        try:
+            img = read_image(path)
+        except ImageReadError as err:
+            if not skip_bad:
+                raise
+            skipped.append((path, err.reason))
+            continue
+        images.append(resize_image(img, height, width))
+        loaded.append(path)
+    if not images:
+        reasons = "; ".join(f"{p}: {reason}" for p, reason in skipped) or "no paths were given"
+        raise ValueError(f"no image could be loaded ({reasons})")
+    return LoadedImages(np.stack(images), loaded, skipped)
