@@ -1,0 +1,101 @@
+"""The fused DFR module: uint8 BGR images in, anomaly map and score out.
+
+This is the graph exported to ONNX (contract 1 in ARCHITECTURE.md): preprocessing happens inside
+so no runtime re-implements it, and the scoring head is a submodule named `head` so its ONNX nodes
+carry the `/head/` prefix that the FP16/INT8 exporters keep in float32.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dfr_edge.cae import CAE
+from dfr_edge.features import RegionalFeatures
+
+
+class Preprocess(nn.Module):
+    """N x H x W x 3 uint8 BGR → N x 3 x H x W float, RGB, normalised with the backbone's mean/std."""
+
+    def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float]):
+        super().__init__()
+        scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, 3, 1, 1)
+        shift = torch.tensor([-m / s for m, s in zip(mean, std)]).view(1, 3, 1, 1)
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("shift", shift, persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).float()
+        x = x.flip(1)  # BGR → RGB
+        return x * self.scale + self.shift
+
+
+class FeatureExtractor(nn.Module):
+    """Preprocessing, frozen backbone and regional multi-scale features: the part that never trains."""
+
+    def __init__(self, backbone: nn.Module, mean, std, image_size: tuple[int, int]):
+        super().__init__()
+        self.preprocess = Preprocess(mean, std)
+        self.backbone = backbone
+        self.image_size = tuple(image_size)
+        with torch.no_grad():
+            probe = self.backbone(torch.zeros(1, 3, *image_size))
+        self.regional = RegionalFeatures({k: tuple(v.shape[-2:]) for k, v in probe.items()}, self.image_size)
+        self.channels = sum(v.shape[1] for v in probe.values())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.regional(self.backbone(self.preprocess(images)))
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    radius = max(1, int(4.0 * sigma + 0.5))  # scipy.ndimage's default truncation
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return (k / k.sum()).float()
+
+
+class AnomalyHead(nn.Module):
+    """Squared reconstruction error, channel mean, bilinear upsample, optional blur, max score."""
+
+    def __init__(self, image_size: tuple[int, int], sigma: float = 0.0):
+        super().__init__()
+        self.image_size = tuple(image_size)
+        self.sigma = float(sigma)
+        kernel = gaussian_kernel(sigma) if sigma > 0 else torch.ones(1)
+        self.register_buffer("kernel", kernel, persistent=False)
+        self.radius = (kernel.numel() - 1) // 2
+
+    def blur(self, x: torch.Tensor) -> torch.Tensor:
+        r, k = self.radius, self.kernel
+        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+        return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
+
+    def forward(self, features: torch.Tensor, reconstruction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        error = (reconstruction - features).square().mean(dim=1, keepdim=True)
+        amap = F.interpolate(error, size=self.image_size, mode="bilinear", align_corners=True)
+        if self.sigma > 0:
+            amap = self.blur(amap)
+        amap = amap[:, 0]
+        return amap, amap.amax(dim=(1, 2))
+
+
+class DFRModel(nn.Module):
+    """Extractor + CAE + head; `forward(uint8 BGR batch) -> (anomaly_map N x H x W, score N)`."""
+
+    def __init__(self, extractor: FeatureExtractor, cae: CAE, sigma: float = 0.0):
+        super().__init__()
+        self.extractor = extractor
+        self.cae = cae
+        self.head = AnomalyHead(extractor.image_size, sigma)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.extractor(images)
+        return self.head(features, self.cae(features))
+
+
+def check_image_size(height: int, width: int) -> None:
+    """Every backbone here downsamples by at most 32 and needs even stride-2 inputs."""
+    for side in (height, width):
+        if side < 32 or side % 32:
+            raise ValueError(f"image size {height}x{width}: each side must be a multiple of 32 (e.g. 256)")
