@@ -1,0 +1,169 @@
+"""The bundle on disk: a directory with safetensors weights and `dfr.json` (contract 2).
+
+Layout: `cae.safetensors` (the trained CAE), `backbone.safetensors` (the frozen backbone, truncated
+to the layers used, so a bundle exports and runs on a machine without the original weights file),
+`dfr.json` (see manifest.py) and `config.yaml` (the effective training configuration, reusable
+with `dfr-train --config`). Written to a temporary sibling folder and renamed into place; an
+existing bundle is only replaced with `force=True`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+import yaml
+from safetensors.torch import load_file, save_file
+
+from dfr_edge import __version__, manifest
+from dfr_edge.backbones import build_backbone
+from dfr_edge.cae import CAE
+from dfr_edge.config import TrainConfig
+from dfr_edge.digest import files_digest
+from dfr_edge.model import DFRModel, FeatureExtractor
+from dfr_edge.trainer import TrainResult
+
+CAE_FILE = "cae.safetensors"
+BACKBONE_FILE = "backbone.safetensors"
+CONFIG_FILE = "config.yaml"
+
+
+class BundleExistsError(FileExistsError):
+    """Refusing to replace an existing bundle without --force."""
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict
+    model: DFRModel
+
+
+def package_versions() -> dict[str, str]:
+    return {
+        "dfr_edge": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def build_manifest(result: TrainResult, data_root: Path) -> dict:
+    config, backbone = result.config, result.backbone
+    height, width = config.height_width
+    last = result.history[-1]
+    return {
+        "schema": manifest.SCHEMA,
+        "schema_version": manifest.SCHEMA_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "backbone": {
+            "name": backbone.name,
+            "layers": backbone.layers,
+            "mode": config.vgg_mode if backbone.name == "vgg19" else None,
+            "weights": asdict(backbone.origin),
+            "mean": list(backbone.mean),
+            "std": list(backbone.std),
+        },
+        "input": {"height": height, "width": width, "dtype": "uint8", "color": "BGR", "layout": "NHWC"},
+        "features": {"channels": result.channels, "grid": [height // 4, width // 4], "pool": 4},
+        "cae": {"latent_dim": result.latent_dim, "pca_explained": config.pca_explained,
+                "pca_images": config.pca_images, "fixed": config.latent_dim is not None},
+        "head": {"sigma": config.sigma},
+        "training": {
+            "data": str(Path(data_root).resolve()),
+            "count": len(result.train_paths),
+            "hash": files_digest(result.train_paths),
+            "val_count": len(result.val_paths),
+            "val_hash": files_digest(result.val_paths),
+            "skipped": [{"path": str(p), "reason": r} for p, r in result.skipped],
+            "seed": config.seed,
+            "epochs": config.epochs,
+            "steps": last.steps,
+            "final_train_loss": last.train_loss,
+            "final_val_loss": last.val_loss,
+            "feature_cache": result.feature_cache,
+            "seconds": {k: round(v, 2) for k, v in result.timings.items()},
+        },
+        "thresholds": result.thresholds.to_dict(),
+        "normal_stats": result.normal_stats,
+        "metrics": None,
+        "versions": package_versions(),
+        "config": config.to_dict(),
+    }
+
+
+def save_bundle(result: TrainResult, out: Path, data_root: Path, force: bool = False) -> Path:
+    """Write the bundle atomically; refuses to replace an existing one unless force."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise BundleExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model = result.model
+        save_file({k: v.contiguous() for k, v in model.cae.state_dict().items()}, str(tmp / CAE_FILE))
+        save_file({k: v.contiguous() for k, v in model.extractor.backbone.state_dict().items()},
+                  str(tmp / BACKBONE_FILE))
+        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(result.config.to_dict(), sort_keys=False))
+        (tmp / manifest.MANIFEST_NAME).write_text(manifest.dumps(build_manifest(result, data_root)))
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Rename `new` to `target`; an old target is moved aside first and removed only on success."""
+    if not target.exists():
+        new.rename(target)
+        return
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    target.rename(old)
+    try:
+        new.rename(target)
+    except BaseException:
+        old.rename(target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def model_from_manifest(meta: dict, backbone_state: dict, cae_state: dict) -> DFRModel:
+    """Rebuild the fused module from a manifest and its two weight sets."""
+    backbone = build_backbone(meta["backbone"]["name"], meta["backbone"]["layers"], weights="random",
+                              mode=meta["backbone"].get("mode") or "faithful")
+    backbone.module.load_state_dict(backbone_state)
+    size = (meta["input"]["height"], meta["input"]["width"])
+    extractor = FeatureExtractor(backbone.module, meta["backbone"]["mean"], meta["backbone"]["std"], size)
+    if extractor.channels != meta["features"]["channels"]:
+        raise manifest.ManifestError(
+            f"bundle says C={meta['features']['channels']} but its backbone gives C={extractor.channels}"
+        )
+    cae = CAE(extractor.channels, meta["cae"]["latent_dim"])
+    cae.load_state_dict(cae_state)
+    return DFRModel(extractor, cae, meta["head"]["sigma"]).eval()
+
+
+def load_bundle(path: Path) -> Bundle:
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"bundle {path} does not exist or is not a directory (make one with dfr-train)")
+    meta = manifest.read(path / manifest.MANIFEST_NAME)
+    for name in (CAE_FILE, BACKBONE_FILE):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"bundle {path} is incomplete: {name} is missing; retrain with dfr-train")
+    model = model_from_manifest(meta, load_file(str(path / BACKBONE_FILE)), load_file(str(path / CAE_FILE)))
+    return Bundle(path, meta, model)
+
+
+def train_config(bundle: Bundle) -> TrainConfig:
+    return TrainConfig.from_dict(bundle.manifest["config"])
