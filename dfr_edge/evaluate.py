@@ -1,0 +1,78 @@
+"""Evaluate any artefact the same way: a predictor over the test set, then the metrics.
+
+A predictor maps uint8 N x H x W x 3 BGR images at the model size to (maps, scores); the torch
+bundle and every exported ONNX variant provide one, so their numbers are comparable. Torch-free.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from dfr_edge.data.mvtec import TestArrays
+from dfr_edge.metrics import Metrics, compute_metrics
+from dfr_edge.runtime.overlay import make_overlay
+
+Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class Evaluation:
+    metrics: Metrics
+    maps: np.ndarray
+    scores: np.ndarray
+    ms_per_image: float  # model time only, batched, on this machine
+
+    def summary(self) -> dict:
+        return {**self.metrics.to_dict(), "images": int(len(self.scores)), "ms_per_image": self.ms_per_image}
+
+
+def run_predictor(predict: Predictor, images: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray, float]:
+    maps, scores = [], []
+    start = time.perf_counter()
+    for i in range(0, len(images), batch_size):
+        amap, score = predict(np.ascontiguousarray(images[i : i + batch_size]))
+        maps.append(amap)
+        scores.append(score)
+    elapsed = time.perf_counter() - start
+    return np.concatenate(maps), np.concatenate(scores), 1000.0 * elapsed / max(1, len(images))
+
+
+def evaluate(predict: Predictor, test: TestArrays, batch_size: int = 8) -> Evaluation:
+    maps, scores, ms = run_predictor(predict, test.images, batch_size)
+    return Evaluation(compute_metrics(maps, scores, test.masks), maps, scores, ms)
+
+
+def sample_indices(defect_types: list[str], per_type: int = 3) -> list[int]:
+    """A few images of every defect type (good included), in dataset order."""
+    picked, seen = [], {}
+    for i, kind in enumerate(defect_types):
+        if seen.get(kind, 0) < per_type:
+            picked.append(i)
+            seen[kind] = seen.get(kind, 0) + 1
+    return picked
+
+
+def write_overlays(out_dir: Path, test: TestArrays, evaluation: Evaluation, normal_level: float,
+                   pixel_threshold: float, per_type: int = 3) -> list[Path]:
+    """Heat-map overlays (left) next to the ground truth outline (right) for a sample of images."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i in sample_indices(test.defect_types, per_type):
+        amap = evaluation.maps[i]
+        shown = make_overlay(test.images[i], amap, amap > pixel_threshold, normal_level, pixel_threshold)
+        truth = test.images[i].copy()
+        contours, _ = cv2.findContours(test.masks[i].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(truth, contours, -1, (0, 255, 0), 1)
+        label = f"{test.defect_types[i]} score {evaluation.scores[i]:.3g}"
+        cv2.putText(shown, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        path = out_dir / f"{test.defect_types[i]}_{test.paths[i].stem}.png"
+        cv2.imwrite(str(path), np.hstack([shown, truth]))
+        written.append(path)
+    return written
