@@ -1,0 +1,105 @@
+"""ONNX Runtime backend: CPU, CUDA or TensorRT execution provider over any exported variant."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from dfr_edge import manifest as manifest_io
+
+EXPORT_INFO_KEY = "dfr.export"
+PROVIDER_NAMES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def _import_ort():
+    try:
+        import onnxruntime
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError("onnxruntime is not installed: pip install 'dfr-edge[runtime]'") from exc
+    return onnxruntime
+
+
+def provider_list(provider: str, *, cache_dir: Path | None, height: int, width: int, max_batch: int,
+                  device_id: int = 0) -> list:
+    """Execution providers in priority order, with engine and timing caches for TensorRT."""
+    if provider not in PROVIDER_NAMES:
+        raise ValueError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDER_NAMES)}")
+    chain: list = []
+    if provider == "tensorrt":
+        options = {
+            "device_id": device_id,
+            "trt_profile_min_shapes": f"image:1x{height}x{width}x3",
+            "trt_profile_opt_shapes": f"image:1x{height}x{width}x3",
+            "trt_profile_max_shapes": f"image:{max_batch}x{height}x{width}x3",
+        }
+        if cache_dir is not None:
+            options.update(
+                trt_engine_cache_enable=True,
+                trt_engine_cache_path=str(cache_dir),
+                trt_timing_cache_enable=True,
+                trt_timing_cache_path=str(cache_dir),
+            )
+        chain.append(("TensorrtExecutionProvider", options))
+    if provider in ("tensorrt", "cuda"):
+        chain.append(("CUDAExecutionProvider", {"device_id": device_id}))
+    chain.append("CPUExecutionProvider")
+    return chain
+
+
+class OnnxRuntimeBackend:
+    def __init__(self, path: Path, provider: str = "cpu", threads: int | None = None,
+                 cache_dir: Path | None = None, max_batch: int = 8, device_id: int = 0):
+        ort = _import_ort()
+        available = ort.get_available_providers()
+        if PROVIDER_NAMES.get(provider, provider) not in available:
+            raise RuntimeError(
+                f"execution provider {provider!r} is not available in this onnxruntime "
+                f"(available: {', '.join(available)}); install onnxruntime-gpu for cuda/tensorrt"
+            )
+
+        def session(providers: list, optimize: bool = True):
+            options = ort.SessionOptions()
+            options.graph_optimization_level = (
+                ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            )
+            if threads:
+                options.intra_op_num_threads = threads
+            return ort.InferenceSession(str(path), options, providers=providers)
+
+        cpu = session(["CPUExecutionProvider"], optimize=provider == "cpu")
+        self.manifest, self.export_info = read_metadata(cpu, path)
+        self.height, self.width = self.manifest["input"]["height"], self.manifest["input"]["width"]
+        if provider == "cpu":
+            self.session = cpu
+        else:  # the CPU session above only read the metadata the provider options need
+            if cache_dir is not None:
+                Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            self.session = session(provider_list(provider, cache_dir=cache_dir, height=self.height,
+                                                 width=self.width, max_batch=max_batch, device_id=device_id))
+        self.name = f"onnxruntime:{self.session.get_providers()[0]}"
+        self.path = Path(path)
+
+    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (self.height, self.width, 3):
+            raise ValueError(
+                f"expected uint8 N x {self.height} x {self.width} x 3 BGR images, got {images.dtype} "
+                f"{images.shape}"
+            )
+        amap, score = self.session.run(["anomaly_map", "score"], {"image": np.ascontiguousarray(images)})
+        return amap, score
+
+
+def read_metadata(session, path: Path) -> tuple[dict, dict]:
+    """dfr.json and the export record embedded in an exported model's metadata."""
+    props = session.get_modelmeta().custom_metadata_map
+    if manifest_io.ONNX_METADATA_KEY not in props:
+        raise manifest_io.ManifestError(f"{path} carries no dfr.json metadata: was it made by dfr-export?")
+    meta = manifest_io.loads(props[manifest_io.ONNX_METADATA_KEY], f"{path} metadata")
+    export_info = json.loads(props.get(EXPORT_INFO_KEY, "{}"))
+    return meta, export_info
