@@ -85,7 +85,7 @@ def build_manifest(result: TrainResult, data_root: Path) -> dict:
             "val_hash": files_digest(result.val_paths),
             "skipped": [{"path": str(p), "reason": r} for p, r in result.skipped],
             "seed": config.seed,
-            "epochs": config.epochs,
+            "epochs": last.epoch,
             "steps": last.steps,
             "final_train_loss": last.train_loss,
             "final_val_loss": last.val_loss,

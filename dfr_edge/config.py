@@ -26,15 +26,17 @@ class TrainConfig:
     pca_explained: float = 0.9
     pca_images: int = 10
     latent_dim: int | None = None
-    # CAE training: positions are independent samples (the CAE is a per-position MLP)
-    epochs: int = 12
-    batch_positions: int = 1024
+    # CAE training: positions are independent samples (the CAE is a per-position MLP). Length is
+    # `steps` optimizer steps whatever the dataset size, unless `epochs` (full passes) is given.
+    steps: int = 6000
+    epochs: int | None = None
+    batch_positions: int = 256
     learning_rate: float = 1e-3
     cache_max_gb: float = 4.0  # feature cache bound; beyond it features are streamed each epoch
     val_fraction: float = 0.1  # held-out normal training images: validation loss and thresholds
     seed: int = 0
     # Scoring and thresholds
-    sigma: float = 4.0  # Gaussian smoothing of the anomaly map in pixels (0 = off)
+    sigma: float = 2.0  # Gaussian smoothing of the anomaly map in pixels (0 = off)
     pixel_fpr: float = 0.005  # fraction of normal pixels flagged at the pixel threshold
     image_quantile: float = 0.99  # quantile of normal image scores used as image threshold
     # Data
@@ -47,7 +49,8 @@ class TrainConfig:
         checks = [
             (0.0 < self.pca_explained < 1.0, "pca_explained must be in (0, 1)"),
             (self.pca_images >= 1, "pca_images must be >= 1"),
-            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.steps >= 1, "steps must be >= 1"),
+            (self.epochs is None or self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_positions >= 2, "batch_positions must be >= 2"),
             (self.learning_rate > 0, "learning_rate must be > 0"),
             (0.0 <= self.val_fraction < 1.0, "val_fraction must be in [0, 1)"),

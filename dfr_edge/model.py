@@ -12,23 +12,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from dfr_edge.cae import CAE
-from dfr_edge.features import RegionalFeatures
+from dfr_edge.features import POOL, RegionalFeatures
 
 
 class Preprocess(nn.Module):
-    """N x H x W x 3 uint8 BGR → N x 3 x H x W float, RGB, normalised with the backbone's mean/std."""
+    """N x H x W x 3 uint8 BGR → N x 3 x H x W float, RGB, normalised with the backbone's mean/std.
+
+    Colour swap, scaling and mean/std are one 1x1 convolution (a permuted diagonal and a bias):
+    exactly the same arithmetic as separate ops, but a single fast kernel in every engine.
+    """
 
     def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float]):
         super().__init__()
-        scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, 3, 1, 1)
-        shift = torch.tensor([-m / s for m, s in zip(mean, std)]).view(1, 3, 1, 1)
-        self.register_buffer("scale", scale, persistent=False)
+        weight = torch.zeros(3, 3, 1, 1)
+        for rgb in range(3):
+            weight[rgb, 2 - rgb] = 1.0 / (255.0 * std[rgb])  # output RGB channel reads input BGR channel
+        shift = torch.tensor([-m / s for m, s in zip(mean, std)])
+        self.register_buffer("weight", weight, persistent=False)
         self.register_buffer("shift", shift, persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).float()
-        x = x.flip(1)  # BGR → RGB
-        return x * self.scale + self.shift
+        return F.conv2d(x, self.weight, self.shift)
 
 
 class FeatureExtractor(nn.Module):
@@ -58,8 +63,11 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
 class AnomalyHead(nn.Module):
     """Squared reconstruction error, channel mean, bilinear upsample, optional blur, max score."""
 
-    def __init__(self, image_size: tuple[int, int], sigma: float = 0.0):
+    def __init__(self, image_size: tuple[int, int], channels: int, sigma: float = 0.0):
         super().__init__()
+        # Channel mean as a 1x1 convolution with weights 1/C: the same sum, but a GEMM that every
+        # engine runs fast, where a reduction over the channel axis is strided and slow on CPUs.
+        self.register_buffer("channel_mean", torch.full((1, channels, 1, 1), 1.0 / channels), persistent=False)
         self.image_size = tuple(image_size)
         self.sigma = float(sigma)
         kernel = gaussian_kernel(sigma) if sigma > 0 else torch.ones(1)
@@ -72,8 +80,10 @@ class AnomalyHead(nn.Module):
         return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
 
     def forward(self, features: torch.Tensor, reconstruction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        error = (reconstruction - features).square().mean(dim=1, keepdim=True)
-        amap = F.interpolate(error, size=self.image_size, mode="bilinear", align_corners=True)
+        diff = reconstruction - features
+        error = F.conv2d(diff * diff, self.channel_mean)
+        # A constant scale (the grid is image size / 4) keeps Shape ops out of the exported head.
+        amap = F.interpolate(error, scale_factor=float(POOL), mode="bilinear", align_corners=True)
         if self.sigma > 0:
             amap = self.blur(amap)
         amap = amap[:, 0]
@@ -87,7 +97,7 @@ class DFRModel(nn.Module):
         super().__init__()
         self.extractor = extractor
         self.cae = cae
-        self.head = AnomalyHead(extractor.image_size, sigma)
+        self.head = AnomalyHead(extractor.image_size, extractor.channels, sigma)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.extractor(images)

@@ -123,11 +123,14 @@ def fits_in_cache(n_images: int, channels: int, grid: tuple[int, int], max_gb: f
 
 
 def train_cae(cae: CAE, rows: FeatureRows, val: FeatureRows | None, config: TrainConfig) -> list[EpochLog]:
+    """Adam on shuffled position batches for `config.steps` steps (or `config.epochs` passes)."""
     rng = np.random.default_rng(config.seed)
     optimizer = torch.optim.Adam(cae.parameters(), lr=config.learning_rate)
-    history, step = [], 0
-    epochs = tqdm(range(1, config.epochs + 1), desc="train CAE", unit="epoch")
-    for epoch in epochs:
+    max_steps = None if config.epochs else config.steps
+    history, step, epoch = [], 0, 0
+    progress = tqdm(total=config.epochs or config.steps, desc="train CAE", unit="epoch" if config.epochs else "step")
+    while (epoch < config.epochs) if config.epochs else (step < max_steps):
+        epoch += 1
         start, losses = time.perf_counter(), []
         cae.train()
         for batch in rows.batches(config.batch_positions, rng):
@@ -137,10 +140,19 @@ def train_cae(cae: CAE, rows: FeatureRows, val: FeatureRows | None, config: Trai
             optimizer.step()
             losses.append(loss.item())
             step += 1
+            if max_steps is not None:
+                progress.update(1)
+                if step >= max_steps:
+                    break
+        if not losses:
+            raise ValueError(f"too few feature positions for one batch of {config.batch_positions}")
         cae.eval()
         val_loss = val.mean_loss(cae) if val is not None else None
         history.append(EpochLog(epoch, step, float(np.mean(losses)), val_loss, time.perf_counter() - start))
-        epochs.set_postfix(loss=f"{history[-1].train_loss:.4f}", val=f"{val_loss:.4f}" if val_loss else "-")
+        if max_steps is None:
+            progress.update(1)
+        progress.set_postfix(loss=f"{history[-1].train_loss:.4f}", val="-" if val_loss is None else f"{val_loss:.4f}")
+    progress.close()
     return history
 
 

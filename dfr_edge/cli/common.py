@@ -15,7 +15,8 @@ def run_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | N
 
     @functools.wraps(main)
     def wrapper(argv: list[str] | None = None) -> int:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        logging.getLogger("dfr_edge").setLevel(logging.INFO)
         try:
             return main(argv)
         except (FileNotFoundError, FileExistsError, ValueError, RuntimeError, ImportError) as exc:

@@ -19,7 +19,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="working folder (default runs/demo)")
     p.add_argument("--texture", default="brick", help="brick (default), grass or gravel")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, help="override the default training length")
+    p.add_argument("--steps", type=int, help="CAE optimizer steps (default: the training default)")
     return p
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     data = generate_dataset(args.out / "data", SyntheticSpec(texture=args.texture, seed=args.seed))
     print(f"dataset: {data}")
-    config = TrainConfig(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
+    config = TrainConfig(seed=args.seed, **({"steps": args.steps} if args.steps else {}))
     result = train(config, open_dataset(data))
     bundle = args.out / "bundle"
     if bundle.exists():

@@ -20,7 +20,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone-weights", help="'imagenet' (default), 'random', or a local weights file")
     p.add_argument("--vgg-mode", choices=["faithful", "clean"], help="vgg19 padding: reference quirk or clean")
     p.add_argument("--image-size", type=int, help="square image side in pixels (multiple of 32)")
-    p.add_argument("--epochs", type=int, help="passes over all feature positions")
+    p.add_argument("--steps", type=int, help="CAE optimizer steps (default 6000, whatever the data size)")
+    p.add_argument("--epochs", type=int, help="train for N full passes over all feature positions instead")
     p.add_argument("--sigma", type=float, help="Gaussian smoothing of the anomaly map in pixels (0 = off)")
     p.add_argument("--seed", type=int)
     p.add_argument("--skip-bad-images", action="store_true", default=None,
@@ -39,6 +40,7 @@ def overrides(args: argparse.Namespace) -> dict:
         "backbone_weights": args.backbone_weights,
         "vgg_mode": args.vgg_mode,
         "image_size": args.image_size,
+        "steps": args.steps,
         "epochs": args.epochs,
         "sigma": args.sigma,
         "seed": args.seed,

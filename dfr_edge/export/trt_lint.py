@@ -387,14 +387,19 @@ _RULES = (
 )
 
 
-def lint_for_tensorrt(model: onnx.ModelProto, *, head_prefix: str = "/head/") -> list[LintFinding]:
-    """Return every TensorRT-compatibility finding for ``model`` (empty list: clean)."""
+def lint_for_tensorrt(
+    model: onnx.ModelProto, *, head_prefix: str = "/head/", ignore: frozenset[str] = frozenset()
+) -> list[LintFinding]:
+    """Return every TensorRT-compatibility finding for ``model`` (empty list: clean), except
+    those whose rule id is in ``ignore`` (rules that do not apply to a CPU-only variant)."""
     ctx = _context(model, head_prefix)
-    return [finding for rule in _RULES for finding in rule(ctx)]
+    return [finding for rule in _RULES for finding in rule(ctx) if finding.rule not in ignore]
 
 
-def check_for_tensorrt(model: onnx.ModelProto, *, head_prefix: str = "/head/") -> None:
+def check_for_tensorrt(
+    model: onnx.ModelProto, *, head_prefix: str = "/head/", ignore: frozenset[str] = frozenset()
+) -> None:
     """Raise :class:`TensorRTLintError` listing all findings if ``model`` has any."""
-    findings = lint_for_tensorrt(model, head_prefix=head_prefix)
+    findings = lint_for_tensorrt(model, head_prefix=head_prefix, ignore=ignore)
     if findings:
         raise TensorRTLintError(findings)

@@ -1,0 +1,45 @@
+"""dfr-export: write the fused graph of a bundle to ONNX (FP32, and FP16 / INT8 on request)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dfr_edge.cli.common import run_main
+from dfr_edge.report import format_table
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dfr-export", description=__doc__)
+    p.add_argument("bundle", type=Path, help="bundle directory made by dfr-train; files are written into it")
+    p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (head and I/O float32)")
+    p.add_argument("--int8", action="store_true",
+                   help="also write model.int8.onnx (TensorRT Q/DQ) and model.int8-cpu.onnx (ONNX Runtime CPU)")
+    p.add_argument("--calib", type=Path, help="normal images for INT8 calibration (default: the bundle's training data)")
+    p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    p.add_argument("--calib-count", type=int, default=256, help="calibration images (seeded sample)")
+    p.add_argument("--calib-seed", type=int, default=0)
+    p.add_argument("--eval", type=Path, dest="eval_data", help="MVTec-layout folder: accuracy of every variant vs FP32")
+    p.add_argument("--max-drop", type=float, help="fail a variant that loses more than this (AUROCs, PRO) vs FP32")
+    p.add_argument("--force", action="store_true", help="replace existing exported files")
+    return p
+
+
+@run_main
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from dfr_edge.bundle import load_bundle
+    from dfr_edge.export.pipeline import ExportOptions, export_bundle
+
+    options = ExportOptions(fp16=args.fp16, int8=args.int8, calib=args.calib, calib_method=args.calib_method,
+                            calib_count=args.calib_count, calib_seed=args.calib_seed, eval_data=args.eval_data,
+                            max_drop=args.max_drop, force=args.force)
+    results = export_bundle(load_bundle(args.bundle), options)
+    rows = []
+    for r in results:
+        m, d = r.metrics or {}, r.deltas or {}
+        rows.append([r.variant, str(r.path), f"{r.parity.map_max_abs:.3g}", f"{r.parity.relative:.2g}",
+                     *(f"{m[k]:.4f}" + (f" ({d[k]:+.4f})" if k in d else "") if k in m else "-"
+                       for k in ("image_auroc", "pixel_auroc", "pro"))])
+    print(format_table(["variant", "file", "map err vs torch", "rel. err", "image AUROC", "pixel AUROC", "PRO"], rows))
+    return 0

@@ -1,0 +1,79 @@
+"""dfr-infer: run an exported model over images, folders, globs or video files.
+
+Writes, under --out: overlays/<name>.png, masks/<name>.png (255 = defect pixel) and
+results.jsonl (one record per image: path, score, anomalous, defect boxes). Unreadable inputs are
+reported and skipped; the exit status is 1 if any were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dfr_edge.cli.common import run_main
+
+EXIT_SOME_FAILED = 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dfr-infer", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", type=Path, help="exported .onnx file (any variant)")
+    p.add_argument("inputs", nargs="+", help="image files, folders, glob patterns or video files")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--provider", default="cpu", help="cpu, cuda or tensorrt (ONNX Runtime execution provider)")
+    p.add_argument("--pixel-threshold", type=float, help="override the model's pixel threshold")
+    p.add_argument("--image-threshold", type=float, help="override the model's image threshold")
+    p.add_argument("--no-images", action="store_true", help="write only results.jsonl (no overlays or masks)")
+    return p
+
+
+def batched(items, size: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@run_main
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from tqdm import tqdm
+
+    from dfr_edge.runtime import load_detector
+    from dfr_edge.runtime.sources import expand_inputs, frame_count, iter_items
+    from dfr_edge.runtime.writer import ResultWriter
+
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
+    detector = load_detector(args.model, provider=args.provider, pixel_threshold=args.pixel_threshold,
+                             image_threshold=args.image_threshold, max_batch=args.batch_size)
+    expanded = expand_inputs(args.inputs)
+    for spec in expanded.missing:
+        print(f"warning: {spec} matched no file", file=sys.stderr)
+    if not expanded.files:
+        raise FileNotFoundError("no input images or videos found")
+    failures = len(expanded.missing)
+    total = sum(frame_count(p) for p in expanded.files)
+    with ResultWriter(args.out, images=not args.no_images) as writer, \
+            tqdm(total=total, unit="img", desc="infer") as progress:
+        for batch in batched(iter_items(expanded.files), args.batch_size):
+            good = [item for item in batch if item.frame is not None]
+            for item in batch:
+                if item.frame is None:
+                    failures += 1
+                    writer.failed(item)
+                    tqdm.write(f"skipped {item.source}: {item.error}", file=sys.stderr)
+            for item, detection in zip(good, detector.detect([item.frame for item in good]) if good else []):
+                writer.write(item, detection, detector.overlay(item.frame, detection) if not args.no_images else None)
+            progress.update(len(batch))
+    print(f"{writer.count} image(s) processed, {writer.anomalous} anomalous, {failures} skipped; "
+          f"results in {args.out / 'results.jsonl'}")
+    return EXIT_SOME_FAILED if failures else 0

@@ -1,0 +1,165 @@
+"""INT8 variants by post-training static quantization with ONNX Runtime, calibrated on normal images.
+
+Two flavours, because TensorRT and ONNX Runtime's CPU kernels want different graphs:
+- `tensorrt` (model.int8.onnx): Q/DQ, int8 activations with zero point 0 (TensorRT is symmetric
+  only), per-channel symmetric weights, no bias quantization (an int32 DequantizeLinear does not
+  parse) — DEPLOY_NOTES §3.1.
+- `cpu` (model.int8-cpu.onnx): QOperator format (QLinearConv, QLinearAdd) with uint8 asymmetric
+  activations and int8 per-channel weights, the fastest correct choice measured on x86 (S8S8 ran
+  at a fifth of FP32 speed, Q/DQ U8S8 at 1.2x, QOperator U8S8 at 1.5x; benchmarks/README.md).
+  It is not a TensorRT input.
+Common to both, each measured on MVTec bottle: ReLU/ReLU6 and residual Adds are quantized with
+their convolutions (leaving ReLU6 float quantizes the pre-activation range and costs 0.01 pixel
+AUROC); preprocessing, the stem convolution (3 input channels: nothing to gain), the regional
+resize-pool MatMuls and the scoring head stay float32, and the head reads float features.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from dfr_edge.digest import files_digest
+from dfr_edge.data.images import load_images
+from dfr_edge.export.onnx_fp32 import INPUT
+
+log = logging.getLogger(__name__)
+HEAD_PREFIX = "/head/"
+FLOAT_PREFIXES = ("/extractor/preprocess/", "/extractor/backbone/stem/", "/extractor/regional/", HEAD_PREFIX)
+QUANTIZED_OPS = ("Conv", "Clip", "Relu", "Add")
+CALIB_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
+FEW_CALIBRATION_IMAGES = 100
+
+
+@dataclass(frozen=True)
+class Int8Flavour:
+    name: str
+    filename: str
+    quant_format: QuantFormat
+    activation_type: QuantType
+    weight_type: QuantType
+    per_channel: bool
+    extra_options: dict = field(default_factory=dict)
+    lint_ignore: frozenset[str] = frozenset()  # TensorRT lint rules that do not apply to this flavour
+
+
+TENSORRT_FLAVOUR = Int8Flavour(
+    name="tensorrt",
+    filename="model.int8.onnx",
+    quant_format=QuantFormat.QDQ,
+    activation_type=QuantType.QInt8,
+    weight_type=QuantType.QInt8,
+    per_channel=True,
+    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+)
+CPU_FLAVOUR = Int8Flavour(
+    name="cpu",
+    filename="model.int8-cpu.onnx",
+    quant_format=QuantFormat.QOperator,
+    activation_type=QuantType.QUInt8,
+    weight_type=QuantType.QInt8,
+    per_channel=True,
+    # QLinear* ops, uint8 zero points and a dequantized reconstruction are what makes it fast on CPU.
+    lint_ignore=frozenset({"op-unsupported", "qdq-type", "qdq-zero-point", "head-qdq"}),
+)
+FLAVOURS = {f.name: f for f in (TENSORRT_FLAVOUR, CPU_FLAVOUR)}
+
+
+@dataclass
+class CalibrationSet:
+    images: np.ndarray  # uint8 N x H x W x 3 BGR at the model size
+    paths: list[Path]
+    seed: int
+    digest: str
+
+    def record(self, method: str) -> dict:
+        return {"method": method, "count": len(self.paths), "seed": self.seed, "files_sha256": self.digest,
+                "files": [p.name for p in self.paths]}
+
+
+def calibration_set(candidates: list[Path], count: int, seed: int, height: int, width: int) -> CalibrationSet:
+    """A seeded sample of real normal images; refuses to calibrate on nothing (never random data)."""
+    if not candidates:
+        raise ValueError("INT8 calibration needs real normal images, and none were found; pass --calib DIR")
+    if count < 1:
+        raise ValueError("--calib-count must be at least 1")
+    order = np.random.default_rng(seed).permutation(len(candidates))
+    picked = sorted(Path(candidates[i]) for i in order[: min(count, len(candidates))])
+    if len(picked) < FEW_CALIBRATION_IMAGES:
+        log.warning("calibrating INT8 on only %d images: scales may not cover the production range "
+                    "(a few hundred normal images are recommended)", len(picked))
+    loaded = load_images(picked, height, width)
+    return CalibrationSet(loaded.images, loaded.paths, seed, files_digest(loaded.paths))
+
+
+class _ImageBatches(CalibrationDataReader):
+    def __init__(self, images: np.ndarray, batch_size: int = 8):
+        self.batches = iter([images[i : i + batch_size] for i in range(0, len(images), batch_size)])
+
+    def get_next(self) -> dict | None:
+        batch = next(self.batches, None)
+        return None if batch is None else {INPUT: batch}
+
+
+def float_nodes(model: onnx.ModelProto) -> list[str]:
+    return [n.name for n in model.graph.node if n.name.startswith(FLOAT_PREFIXES)]
+
+
+def feed_float(model: onnx.ModelProto, prefixes: tuple[str, ...] = FLOAT_PREFIXES) -> None:
+    """Rewire inputs of the float (excluded) nodes from DequantizeLinear(QuantizeLinear(x)) to x.
+
+    ORT routes every consumer of a quantized tensor through its DequantizeLinear, excluded nodes
+    included. The features the CAE reads are also what the head compares against: comparing
+    against their int8-rounded copy would add quantization noise to every anomaly map.
+    """
+    producer = {out: node for node in model.graph.node for out in node.output}
+    for node in model.graph.node:
+        if not node.name.startswith(prefixes):
+            continue
+        for i, name in enumerate(node.input):
+            dq = producer.get(name)
+            if dq is not None and dq.op_type == "DequantizeLinear":
+                q = producer.get(dq.input[0])
+                if q is not None and q.op_type == "QuantizeLinear":
+                    node.input[i] = q.input[0]
+
+
+def quantize_int8(fp32: onnx.ModelProto, calib: CalibrationSet, flavour: Int8Flavour, method: str) -> onnx.ModelProto:
+    """Quantize the FP32 fused graph; the float parts read float inputs (see feed_float)."""
+    if method not in CALIB_METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIB_METHODS)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        # Shape inference only: the graph is already folded, and ORT's optimizer would rename nodes.
+        quant_pre_process(fp32, src, skip_optimization=True)
+        quantize_static(
+            str(src), str(dst), _ImageBatches(calib.images),
+            quant_format=flavour.quant_format,
+            activation_type=flavour.activation_type,
+            weight_type=flavour.weight_type,
+            per_channel=flavour.per_channel,
+            op_types_to_quantize=list(QUANTIZED_OPS),
+            nodes_to_exclude=float_nodes(fp32),
+            calibrate_method=CALIB_METHODS[method],
+            extra_options=dict(flavour.extra_options),
+        )
+        model = onnx.load(dst)
+    feed_float(model)
+    return model

@@ -1,0 +1,214 @@
+"""dfr-export's work: every requested variant of a bundle, checked, recorded and written safely.
+
+Order: FP32 (parity against torch asserted) → FP16 → INT8 flavours (calibrated on normal training
+images). Each file embeds dfr.json plus an export record (variant, parity, calibration, accuracy)
+and passes the ONNX checker and the TensorRT lint before it is renamed into place.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from dfr_edge import __version__
+from dfr_edge.bundle import Bundle
+from dfr_edge.data.mvtec import TestArrays, open_dataset
+from dfr_edge.data.images import load_images
+from dfr_edge.evaluate import evaluate
+from dfr_edge.export.artifacts import check_target, save_model
+from dfr_edge.export.fp16 import to_fp16_onnx
+from dfr_edge.export.int8 import FLAVOURS, FLOAT_PREFIXES, QUANTIZED_OPS, calibration_set, quantize_int8
+from dfr_edge.export.onnx_fp32 import OPSET, OUTPUTS, INPUT, Parity, compare, to_onnx
+from dfr_edge.predict import predict_torch
+from dfr_edge.runtime import load_detector
+
+log = logging.getLogger(__name__)
+FP32_FILE, FP16_FILE = "model.onnx", "model.fp16.onnx"
+PARITY_IMAGES = 8
+
+
+class ParityError(RuntimeError):
+    """The exported graph does not reproduce the torch module within tolerance."""
+
+
+class AccuracyDropError(RuntimeError):
+    """A reduced-precision variant lost more accuracy against FP32 than --max-drop allows."""
+
+
+@dataclass
+class ExportOptions:
+    fp16: bool = False
+    int8: bool = False
+    calib: Path | None = None  # folder of normal images; default: the bundle's training data
+    calib_method: str = "minmax"
+    calib_count: int = 256
+    calib_seed: int = 0
+    eval_data: Path | None = None  # MVTec-layout folder: accuracy report against FP32
+    max_drop: float | None = None  # largest allowed drop of image/pixel AUROC or PRO
+    tolerance: float = 1e-4  # FP32 parity: max |map error| relative to the map range
+    force: bool = False
+
+
+@dataclass
+class Exported:
+    variant: str
+    path: Path
+    parity: Parity
+    metrics: dict | None = None
+    deltas: dict | None = None  # metric minus FP32's (negative: worse)
+    info: dict = field(default_factory=dict)
+
+
+def run_session(model: onnx.ModelProto, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    amap, score = session.run(list(OUTPUTS), {INPUT: images})
+    return amap, score
+
+
+def training_images(bundle: Bundle) -> list[Path]:
+    """The bundle's normal training images, if the folder it was trained on is still there."""
+    data = Path(bundle.manifest["training"]["data"])
+    try:
+        return open_dataset(data).train
+    except (FileNotFoundError, ValueError):
+        return []
+
+
+def parity_images(bundle: Bundle) -> tuple[np.ndarray, str]:
+    height, width = bundle.manifest["input"]["height"], bundle.manifest["input"]["width"]
+    paths = training_images(bundle)[:PARITY_IMAGES]
+    if paths:
+        return load_images(paths, height, width, skip_bad=True).images, "training images"
+    log.warning("training data of the bundle not found: checking parity on seeded noise images")
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (PARITY_IMAGES, height, width, 3), dtype=np.uint8), "seeded noise"
+
+
+def export_record(variant: str, parity: Parity, parity_source: str, **extra) -> dict:
+    return {
+        "variant": variant,
+        "opset": OPSET,
+        "exporter": "torch.onnx (TorchScript) + onnxslim",
+        "dfr_edge": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "parity_vs_torch_fp32": {**parity.to_dict(), "source": parity_source},
+        **extra,
+    }
+
+
+def planned_files(bundle: Bundle, options: ExportOptions) -> dict[str, Path]:
+    files = {"fp32": bundle.path / FP32_FILE}
+    if options.fp16:
+        files["fp16"] = bundle.path / FP16_FILE
+    if options.int8:
+        for flavour in FLAVOURS.values():
+            files[f"int8-{flavour.name}"] = bundle.path / flavour.filename
+    return files
+
+
+def export_bundle(bundle: Bundle, options: ExportOptions) -> list[Exported]:
+    files = planned_files(bundle, options)
+    for path in files.values():  # refuse before any work: nothing is half-replaced
+        check_target(path, options.force)
+    images, source = parity_images(bundle)
+    reference = predict_torch(bundle.model, images)
+    test = _eval_set(bundle, options)
+    meta = bundle.manifest
+
+    fp32 = to_onnx(bundle.model, bundle.model.extractor.image_size)
+    parity = compare(reference, run_session(fp32, images))
+    log.info("FP32 parity: map max abs error %.3g (%.2g of the map range), score %.3g",
+             parity.map_max_abs, parity.relative, parity.score_max_abs)
+    if parity.relative > options.tolerance:
+        raise ParityError(f"ONNX FP32 differs from torch by {parity.relative:.3g} of the map range "
+                          f"(tolerance {options.tolerance:g}); not written")
+    results = [_write("fp32", fp32, files["fp32"], meta, parity, export_record("fp32", parity, source), test,
+                      None, options)]
+    baseline = results[0].metrics
+
+    if options.fp16:
+        fp16 = to_fp16_onnx(bundle.model)
+        parity = compare(reference, run_session(fp16, images))
+        record = export_record("fp16", parity, source,
+                               accuracy_on_cpu="ONNX Runtime CPU: fp16 tensors, fp32 kernels via inserted casts")
+        results.append(_write("fp16", fp16, files["fp16"], meta, parity, record, test, baseline, options))
+
+    if options.int8:
+        height, width = meta["input"]["height"], meta["input"]["width"]
+        candidates = _calibration_candidates(bundle, options)
+        calib = calibration_set(candidates, options.calib_count, options.calib_seed, height, width)
+        for flavour in FLAVOURS.values():
+            log.info("quantizing INT8 (%s flavour) on %d images, %s", flavour.name, len(calib.paths),
+                     options.calib_method)
+            model = quantize_int8(fp32, calib, flavour, options.calib_method)
+            parity = compare(reference, run_session(model, images))
+            record = export_record(f"int8-{flavour.name}", parity, source, calibration=calib.record(options.calib_method),
+                                   quantization={"flavour": flavour.name, "format": flavour.quant_format.name,
+                                                 "activations": flavour.activation_type.name,
+                                                 "weights": flavour.weight_type.name,
+                                                 "per_channel": flavour.per_channel,
+                                                 "quantized_ops": list(QUANTIZED_OPS),
+                                                 "float_nodes": list(FLOAT_PREFIXES),
+                                                 "tensorrt_lint_skipped": sorted(flavour.lint_ignore)})
+            results.append(_write(f"int8-{flavour.name}", model, files[f"int8-{flavour.name}"], meta, parity,
+                                  record, test, baseline, options, flavour.lint_ignore))
+    return results
+
+
+def _calibration_candidates(bundle: Bundle, options: ExportOptions) -> list[Path]:
+    if options.calib is not None:
+        return open_dataset(options.calib).train
+    candidates = training_images(bundle)
+    if not candidates:
+        raise FileNotFoundError(
+            f"the bundle's training data {bundle.manifest['training']['data']} is not available for INT8 "
+            f"calibration; pass --calib DIR with normal images"
+        )
+    return candidates
+
+
+def _eval_set(bundle: Bundle, options: ExportOptions) -> TestArrays | None:
+    if options.eval_data is None:
+        if options.max_drop is not None:
+            raise ValueError("--max-drop needs --eval DIR to measure the accuracy drop")
+        return None
+    from dfr_edge.data.mvtec import load_test_arrays, require_test_set
+
+    dataset = open_dataset(options.eval_data)
+    require_test_set(dataset)
+    return load_test_arrays(dataset, bundle.manifest["input"]["height"], bundle.manifest["input"]["width"])
+
+
+def _write(variant: str, model: onnx.ModelProto, path: Path, meta: dict, parity: Parity, record: dict,
+           test: TestArrays | None, baseline: dict | None, options: ExportOptions,
+           lint_ignore: frozenset[str] = frozenset()) -> Exported:
+    """Write to a temporary name, evaluate there if asked, then rename into place (or refuse)."""
+    staging = path.with_name(f".staging.{path.name}")
+    save_model(model, staging, meta, record, lint_ignore)
+    try:
+        metrics = deltas = None
+        if test is not None:
+            metrics = evaluate(load_detector(staging).infer, test).metrics.to_dict()
+            if baseline is not None:
+                deltas = {k: metrics[k] - baseline[k] for k in baseline}
+                worst = -min(deltas.values())
+                if options.max_drop is not None and worst > options.max_drop:
+                    raise AccuracyDropError(
+                        f"{variant} loses {worst:.4f} against FP32 ({_fmt(deltas)}), more than "
+                        f"--max-drop {options.max_drop}; {path.name} not written"
+                    )
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+    return Exported(variant, path, parity, metrics, deltas, record)
+
+
+def _fmt(values: dict) -> str:
+    return ", ".join(f"{k} {v:+.4f}" for k, v in values.items())
