@@ -53,7 +53,9 @@ def latent_dim_by_pca(vectors: np.ndarray, explained: float = 0.9) -> int:
     """Number of principal components that explain `explained` of the variance of the rows."""
     if not 0.0 < explained < 1.0:
         raise ValueError(f"explained variance fraction must be in (0, 1), got {explained}")
-    # covariance_eigh: O(n C^2) for the n >> C case here (tens of thousands of positions).
-    pca = PCA(n_components=explained, svd_solver="covariance_eigh")
-    pca.fit(np.asarray(vectors, dtype=np.float32))
+    vectors = np.asarray(vectors, dtype=np.float32)
+    # Many positions, fewer channels (the usual case): eigen-decompose the C x C covariance.
+    solver = "covariance_eigh" if vectors.shape[0] >= vectors.shape[1] else "full"
+    pca = PCA(n_components=explained, svd_solver=solver)
+    pca.fit(vectors)
     return int(pca.n_components_)

@@ -370,24 +370,14 @@ def _quantize(src: str, dst: str, **overrides) -> onnx.ModelProto:
     return onnx.load(dst)
 
 
-def _feed_head_float(model: onnx.ModelProto, prefix: str = "/head/") -> None:
-    """Rewire head inputs from DQ(Q(x)) back to x: the step an INT8 exporter needs after ORT."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    for n in model.graph.node:
-        if n.name.startswith(prefix):
-            for i, name in enumerate(n.input):
-                dq = producer.get(name)
-                if dq is not None and dq.op_type == "DequantizeLinear":
-                    n.input[i] = producer[dq.input[0]].input[0]
-
-
 def test_ort_qdq_trt_settings_pass_once_head_reads_float(torch_onnx, tmp_path):
     m = _quantize(torch_onnx, str(tmp_path / "int8.onnx"))
+    from dfr_edge.export.int8 import feed_float  # needs onnxruntime, like _quantize
     # ORT quantizes the feature tensors the head shares with the CAE and rewires *every* consumer
     # (nodes_to_exclude included) to the DequantizeLinear output: that, and only that, is flagged.
     found = lint_for_tensorrt(m)
     assert found and {(f.rule, f.node) for f in found} == {("head-qdq", "/head/Sub")}
-    _feed_head_float(m)
+    feed_float(m, prefixes=("/head/",))
     assert lint_for_tensorrt(m) == []
 
     ort = pytest.importorskip("onnxruntime")
@@ -398,12 +388,14 @@ def test_ort_qdq_trt_settings_pass_once_head_reads_float(torch_onnx, tmp_path):
 
 def test_ort_quantized_bias_is_flagged(torch_onnx, tmp_path):
     m = _quantize(torch_onnx, str(tmp_path / "int8_bias.onnx"), extra_options={"ActivationSymmetric": True})
-    _feed_head_float(m)
+    from dfr_edge.export.int8 import feed_float  # needs onnxruntime, like _quantize
+    feed_float(m, prefixes=("/head/",))
     assert rules(m) == {"dq-int32"}
 
 
 def test_ort_uint8_activations_are_flagged(torch_onnx, tmp_path):
     q = pytest.importorskip("onnxruntime.quantization")
     m = _quantize(torch_onnx, str(tmp_path / "uint8.onnx"), activation_type=q.QuantType.QUInt8)
-    _feed_head_float(m)
+    from dfr_edge.export.int8 import feed_float  # needs onnxruntime, like _quantize
+    feed_float(m, prefixes=("/head/",))
     assert rules(m) == {"qdq-type", "qdq-zero-point"}

@@ -65,13 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     with ResultWriter(args.out, images=not args.no_images) as writer, \
             tqdm(total=total, unit="img", desc="infer") as progress:
         for batch in batched(iter_items(expanded.files), args.batch_size):
-            good = [item for item in batch if item.frame is not None]
-            for item in batch:
+            good = [item.frame for item in batch if item.frame is not None]
+            detections = iter(detector.detect(good) if good else [])
+            for item in batch:  # records in input order, skipped ones where they were
                 if item.frame is None:
                     failures += 1
                     writer.failed(item)
                     tqdm.write(f"skipped {item.source}: {item.error}", file=sys.stderr)
-            for item, detection in zip(good, detector.detect([item.frame for item in good]) if good else []):
+                    continue
+                detection = next(detections)
                 writer.write(item, detection, detector.overlay(item.frame, detection) if not args.no_images else None)
             progress.update(len(batch))
     print(f"{writer.count} image(s) processed, {writer.anomalous} anomalous, {failures} skipped; "

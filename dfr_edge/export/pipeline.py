@@ -22,7 +22,7 @@ from dfr_edge.bundle import Bundle
 from dfr_edge.data.mvtec import TestArrays, open_dataset
 from dfr_edge.data.images import load_images
 from dfr_edge.evaluate import evaluate
-from dfr_edge.export.artifacts import check_target, save_model
+from dfr_edge.export.artifacts import check_target, save_model, set_metadata
 from dfr_edge.export.fp16 import to_fp16_onnx
 from dfr_edge.export.int8 import FLAVOURS, FLOAT_PREFIXES, QUANTIZED_OPS, calibration_set, quantize_int8
 from dfr_edge.export.onnx_fp32 import OPSET, OUTPUTS, INPUT, Parity, compare, to_onnx
@@ -121,6 +121,10 @@ def export_bundle(bundle: Bundle, options: ExportOptions) -> list[Exported]:
     reference = predict_torch(bundle.model, images)
     test = _eval_set(bundle, options)
     meta = bundle.manifest
+    calib = None
+    if options.int8:  # found and loaded before any file is written: a missing folder fails here
+        calib = calibration_set(_calibration_candidates(bundle, options), options.calib_count, options.calib_seed,
+                                meta["input"]["height"], meta["input"]["width"])
 
     fp32 = to_onnx(bundle.model, bundle.model.extractor.image_size)
     parity = compare(reference, run_session(fp32, images))
@@ -140,10 +144,7 @@ def export_bundle(bundle: Bundle, options: ExportOptions) -> list[Exported]:
                                accuracy_on_cpu="ONNX Runtime CPU: fp16 tensors, fp32 kernels via inserted casts")
         results.append(_write("fp16", fp16, files["fp16"], meta, parity, record, test, baseline, options))
 
-    if options.int8:
-        height, width = meta["input"]["height"], meta["input"]["width"]
-        candidates = _calibration_candidates(bundle, options)
-        calib = calibration_set(candidates, options.calib_count, options.calib_seed, height, width)
+    if calib is not None:
         for flavour in FLAVOURS.values():
             log.info("quantizing INT8 (%s flavour) on %d images, %s", flavour.name, len(calib.paths),
                      options.calib_method)
@@ -204,6 +205,9 @@ def _write(variant: str, model: onnx.ModelProto, path: Path, meta: dict, parity:
                         f"{variant} loses {worst:.4f} against FP32 ({_fmt(deltas)}), more than "
                         f"--max-drop {options.max_drop}; {path.name} not written"
                     )
+            record["accuracy"] = {"data": str(options.eval_data), "metrics": metrics, "deltas_vs_fp32": deltas}
+            set_metadata(model, meta, record)  # the file says how it scored, as the docstring promises
+            onnx.save_model(model, staging)
         os.replace(staging, path)
     finally:
         staging.unlink(missing_ok=True)

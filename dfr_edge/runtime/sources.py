@@ -80,10 +80,11 @@ def iter_items(files: list[Path]) -> Iterator[Item]:
         if is_video(path):
             yield from _video_frames(path, unique)
             continue
+        name = unique(path.stem)
         try:
-            yield Item(unique(path.stem), str(path), read_image(path))
+            yield Item(name, str(path), read_image(path))
         except ImageReadError as exc:
-            yield Item(unique(path.stem), str(path), None, exc.reason)
+            yield Item(name, str(path), None, exc.reason)
 
 
 def _video_frames(path: Path, unique) -> Iterator[Item]:
