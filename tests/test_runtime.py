@@ -208,15 +208,17 @@ def test_detect_frames_of_any_size(backend, photo):
 
 def test_grey_and_bgra_frames_equal_their_bgr_versions(backend, photo):
     grey = cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY)
-    bgra = cv2.cvtColor(photo, cv2.COLOR_BGR2BGRA)
+    colour = (photo * np.array([1.0, 0.7, 0.35])).astype(np.uint8)  # the test images are grey
+    bgra = cv2.cvtColor(colour, cv2.COLOR_BGR2BGRA)
     bgra[:, :, 3] = 7  # alpha must not matter
     detector = Detector(backend)
-    from_grey, from_grey_1ch, from_bgr_grey, from_bgra, from_bgr = detector.detect(
-        [grey, grey[:, :, None], cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR), bgra, photo])
+    from_grey, from_grey_1ch, from_bgr_grey, from_bgra, from_bgr, from_rgb = detector.detect(
+        [grey, grey[:, :, None], cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR), bgra, colour, colour[:, :, ::-1]])
     assert from_grey.score == from_grey_1ch.score == pytest.approx(from_bgr_grey.score, rel=1e-6)
     np.testing.assert_allclose(from_grey.anomaly_map, from_bgr_grey.anomaly_map, rtol=1e-5, atol=1e-5)
     assert from_bgra.score == pytest.approx(from_bgr.score, rel=1e-6)
     np.testing.assert_allclose(from_bgra.anomaly_map, from_bgr.anomaly_map, rtol=1e-5, atol=1e-5)
+    assert from_rgb.score != pytest.approx(from_bgr.score, rel=1e-3)  # channel order matters to the model
 
 
 @pytest.mark.parametrize("frame", [

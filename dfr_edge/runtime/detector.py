@@ -61,6 +61,8 @@ class Detector:
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detection]:
         """One batch of frames of any size; maps and boxes come back in each frame's pixels."""
         frames = [as_bgr(f) for f in frames]
+        if not frames:
+            return []
         batch = np.stack([resize_image(f, *self.size) for f in frames])
         maps, scores = self.backend.infer(batch)
         return [self._decide(frame, amap, float(score)) for frame, amap, score in zip(frames, maps, scores)]

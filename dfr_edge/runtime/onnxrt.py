@@ -57,7 +57,9 @@ class OnnxRuntimeBackend:
                  cache_dir: Path | None = None, max_batch: int = 8, device_id: int = 0):
         ort = _import_ort()
         available = ort.get_available_providers()
-        if PROVIDER_NAMES.get(provider, provider) not in available:
+        if provider not in PROVIDER_NAMES:
+            raise ValueError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDER_NAMES)}")
+        if PROVIDER_NAMES[provider] not in available:
             raise RuntimeError(
                 f"execution provider {provider!r} is not available in this onnxruntime "
                 f"(available: {', '.join(available)}); install onnxruntime-gpu for cuda/tensorrt"
