@@ -49,9 +49,8 @@ def _lite0_state(state: dict, module: nn.Module) -> dict:
 
 @dataclass(frozen=True)
 class BackboneFamily:
-    """What differs between backbones: layers, normalisation, construction and weights."""
+    """What differs between backbones: default layers, normalisation, construction and weights."""
 
-    layer_names: Callable[[], list[str]]
     default_layers: tuple[str, ...]
     presets: dict[str, list[str]]
     mean: tuple[float, float, float]
@@ -61,11 +60,21 @@ class BackboneFamily:
     adapt_state: Callable[[dict, nn.Module], dict] = lambda state, module: state
 
 
+def _resnet_family(arch: str, weights_enum: str) -> BackboneFamily:
+    return BackboneFamily(
+        default_layers=("layer1", "layer2", "layer3"),
+        presets={},
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        make=lambda layers, mode: resnet.ResNetFeatures(arch, layers),
+        imagenet=_torchvision_imagenet(weights_enum),
+    )
+
+
 FAMILIES: dict[str, BackboneFamily] = {
     # Five stage outputs up to stride 16 (C = 16+24+40+80+112 = 272); chosen by measurement on
     # MVTec bottle, see benchmarks/README.md.
     "efficientnet_lite0": BackboneFamily(
-        layer_names=lambda: efficientnet_lite.layer_names() + list(efficientnet_lite.stage_aliases()),
         default_layers=("stage1", "stage2", "stage3", "stage4", "stage5"),
         presets={},
         mean=efficientnet_lite.LITE_MEAN,
@@ -75,7 +84,6 @@ FAMILIES: dict[str, BackboneFamily] = {
         adapt_state=_lite0_state,
     ),
     "vgg19": BackboneFamily(
-        layer_names=vgg.layer_names,
         default_layers=tuple(vgg.PAPER_12),
         presets=vgg.LAYER_PRESETS,
         mean=IMAGENET_MEAN,
@@ -83,24 +91,8 @@ FAMILIES: dict[str, BackboneFamily] = {
         make=lambda layers, mode: vgg.VGG19Features(layers, mode),
         imagenet=_torchvision_imagenet("VGG19_Weights.IMAGENET1K_V1"),
     ),
-    "resnet18": BackboneFamily(
-        layer_names=resnet.layer_names,
-        default_layers=("layer1", "layer2", "layer3"),
-        presets={},
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        make=lambda layers, mode: resnet.ResNetFeatures("resnet18", layers),
-        imagenet=_torchvision_imagenet("ResNet18_Weights.IMAGENET1K_V1"),
-    ),
-    "wide_resnet50_2": BackboneFamily(
-        layer_names=resnet.layer_names,
-        default_layers=("layer1", "layer2", "layer3"),
-        presets={},
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        make=lambda layers, mode: resnet.ResNetFeatures("wide_resnet50_2", layers),
-        imagenet=_torchvision_imagenet("Wide_ResNet50_2_Weights.IMAGENET1K_V1"),
-    ),
+    "resnet18": _resnet_family("resnet18", "ResNet18_Weights.IMAGENET1K_V1"),
+    "wide_resnet50_2": _resnet_family("wide_resnet50_2", "Wide_ResNet50_2_Weights.IMAGENET1K_V1"),
 }
 BACKBONE_NAMES = tuple(FAMILIES)
 

@@ -10,10 +10,6 @@ ARCHITECTURES = {"resnet18": torchvision.models.resnet18, "wide_resnet50_2": tor
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
-def layer_names() -> list[str]:
-    return list(STAGES)
-
-
 class ResNetFeatures(nn.Module):
     """Stem plus the residual stages up to the deepest requested one; torchvision key names."""
 
