@@ -10,6 +10,7 @@ existing bundle is only replaced with `force=True`.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from dfr_edge import __version__, manifest
+from dfr_edge.atomic import default_mode
 from dfr_edge.backbones import build_backbone
 from dfr_edge.cae import CAE
 from dfr_edge.config import TrainConfig
@@ -107,6 +109,7 @@ def save_bundle(result: TrainResult, out: Path, data_root: Path, force: bool = F
         raise BundleExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, default_mode(directory=True))
     try:
         model = result.model
         save_file({k: v.contiguous() for k, v in model.cae.state_dict().items()}, str(tmp / CAE_FILE))

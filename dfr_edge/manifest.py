@@ -7,10 +7,10 @@ any artefact can say what it is and how to threshold it. Torch-free: the runtime
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from dfr_edge.atomic import atomic_path
 
 SCHEMA = "dfr-edge/bundle"
 SCHEMA_VERSION = 1
@@ -106,16 +106,8 @@ def dumps(manifest: dict) -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def update(path: Path, **sections: Any) -> dict:

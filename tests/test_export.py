@@ -6,6 +6,7 @@ module fixture `exported` exports everything once (FP32, FP16, both INT8 flavour
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -18,7 +19,7 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from dfr_edge import manifest as manifest_io
-from dfr_edge.bundle import load_bundle
+from dfr_edge.bundle import Bundle, load_bundle
 from dfr_edge.data.images import load_images
 from dfr_edge.data.mvtec import open_dataset
 from dfr_edge.digest import files_digest
@@ -65,10 +66,21 @@ def sample_images(data: Path, n: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_bundle, tiny_data):
+def loaded(tiny_bundle) -> Bundle:
+    """tiny_bundle loaded once; `at(loaded, folder)` points it at a copy (building the model costs seconds)."""
+    return load_bundle(tiny_bundle)
+
+
+def at(bundle: Bundle, folder: Path) -> Bundle:
+    """The loaded bundle as if loaded from `folder` (a copy of it, possibly with an edited dfr.json)."""
+    return dataclasses.replace(bundle, path=folder, manifest=manifest_io.read(folder / manifest_io.MANIFEST_NAME))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_bundle, tiny_data, loaded):
     """Every variant of a copy of tiny_bundle, exported once, with the accuracy report."""
     bundle = copy_bundle(tiny_bundle, tmp_path_factory.mktemp("export") / "bundle")
-    results = export_bundle(load_bundle(bundle), ExportOptions(fp16=True, int8=True, eval_data=tiny_data))
+    results = export_bundle(at(loaded, bundle), ExportOptions(fp16=True, int8=True, eval_data=tiny_data))
     return bundle, {r.variant: r for r in results}
 
 
@@ -76,6 +88,21 @@ def exported(tmp_path_factory, tiny_bundle, tiny_data):
 def models(exported):
     bundle, _ = exported
     return {variant: onnx.load(bundle / name) for variant, name in FILES.items()}
+
+
+@pytest.fixture
+def traced(monkeypatch, models):
+    """Skip re-tracing in the tests of the safety rails: the pipeline gets the graphs the module
+    fixture exported (tracing itself is tested there)."""
+    import dfr_edge.export.pipeline as pipeline
+
+    def fresh(variant):
+        model = onnx.ModelProto()
+        model.CopyFrom(models[variant])
+        return model
+
+    monkeypatch.setattr(pipeline, "to_onnx", lambda model, size: fresh("fp32"))
+    monkeypatch.setattr(pipeline, "to_fp16_onnx", lambda model: fresh("fp16"))
 
 
 def shape(value_info: onnx.ValueInfoProto) -> list:
@@ -139,10 +166,10 @@ def test_metadata_holds_manifest_and_export_record(exported, models, variant):
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_fp32_matches_torch_at_any_batch(exported, tiny_data, batch):
+def test_fp32_matches_torch_at_any_batch(exported, loaded, tiny_data, batch):
     bundle, _ = exported
     images = sample_images(tiny_data, batch)
-    ref_map, ref_score = predict_torch(load_bundle(bundle).model, images)
+    ref_map, ref_score = predict_torch(loaded.model, images)
     session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
     amap, score = session.run(["anomaly_map", "score"], {"image": images})
     assert amap.shape == (batch, TINY_SIZE, TINY_SIZE) and score.shape == (batch,)
@@ -308,20 +335,20 @@ def test_accuracy_report_vs_fp32(exported):
         assert record["accuracy"]["deltas_vs_fp32"] == results[variant].deltas
 
 
-def test_max_drop_refuses_the_variant(tmp_path, tiny_bundle, tiny_data):
+def test_max_drop_refuses_the_variant(tmp_path, tiny_bundle, tiny_data, loaded, traced):
     bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
     options = ExportOptions(fp16=True, eval_data=tiny_data, max_drop=-1.0)  # no variant can gain 1.0
     with pytest.raises(AccuracyDropError, match="fp16.*model.fp16.onnx not written"):
-        export_bundle(load_bundle(bundle), options)
+        export_bundle(at(loaded, bundle), options)
     assert not (bundle / "model.fp16.onnx").exists()
     assert (bundle / "model.onnx").is_file()  # FP32 is the baseline, never refused
     assert leftovers(bundle) == []
 
 
-def test_max_drop_needs_eval_data(tmp_path, tiny_bundle):
+def test_max_drop_needs_eval_data(tmp_path, tiny_bundle, loaded):
     bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
     with pytest.raises(ValueError, match="--eval"):
-        export_bundle(load_bundle(bundle), ExportOptions(fp16=True, max_drop=0.01))
+        export_bundle(at(loaded, bundle), ExportOptions(fp16=True, max_drop=0.01))
     assert not list(bundle.glob("*.onnx")) and leftovers(bundle) == []
 
 
@@ -329,33 +356,33 @@ def test_max_drop_needs_eval_data(tmp_path, tiny_bundle):
 # Safety rails
 
 
-def test_refuses_to_overwrite(tmp_path, exported):
+def test_refuses_to_overwrite(tmp_path, exported, loaded):
     src, _ = exported
     bundle = tmp_path / "bundle"
     shutil.copytree(src, bundle)
     before = {p.name: p.stat().st_mtime_ns for p in bundle.iterdir()}
     with pytest.raises(FileExistsError, match="model.onnx already exists.*--force"):
-        export_bundle(load_bundle(bundle), ExportOptions())
+        export_bundle(at(loaded, bundle), ExportOptions())
     assert {p.name: p.stat().st_mtime_ns for p in bundle.iterdir()} == before
 
 
-def test_refuses_before_writing_anything(tmp_path, exported):
+def test_refuses_before_writing_anything(tmp_path, exported, loaded):
     """Only the last planned file exists: the refusal comes before FP32 is written."""
     src, _ = exported
     bundle = copy_bundle(src, tmp_path / "bundle")
     shutil.copy2(src / CPU_FLAVOUR.filename, bundle / CPU_FLAVOUR.filename)
     with pytest.raises(FileExistsError, match=CPU_FLAVOUR.filename):
-        export_bundle(load_bundle(bundle), ExportOptions(fp16=True, int8=True))
+        export_bundle(at(loaded, bundle), ExportOptions(fp16=True, int8=True))
     assert sorted(p.name for p in bundle.glob("*.onnx")) == [CPU_FLAVOUR.filename]
     assert leftovers(bundle) == []
 
 
-def test_force_replaces(tmp_path, exported):
+def test_force_replaces(tmp_path, exported, loaded, traced):
     src, _ = exported
     bundle = tmp_path / "bundle"
     shutil.copytree(src, bundle)
     old = (bundle / "model.onnx").stat()
-    (results,) = export_bundle(load_bundle(bundle), ExportOptions(force=True))
+    (results,) = export_bundle(at(loaded, bundle), ExportOptions(force=True))
     new = (bundle / "model.onnx").stat()
     assert results.path == bundle / "model.onnx"
     assert (new.st_ino, new.st_mtime_ns) != (old.st_ino, old.st_mtime_ns)
@@ -363,7 +390,7 @@ def test_force_replaces(tmp_path, exported):
     assert leftovers(bundle) == []
 
 
-def test_parity_guard(tmp_path, tiny_bundle, monkeypatch):
+def test_parity_guard(tmp_path, tiny_bundle, loaded, traced, monkeypatch):
     import dfr_edge.export.pipeline as pipeline
 
     real = pipeline.run_session
@@ -375,20 +402,20 @@ def test_parity_guard(tmp_path, tiny_bundle, monkeypatch):
     monkeypatch.setattr(pipeline, "run_session", off_by_one)
     bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
     with pytest.raises(ParityError, match="differs from torch.*not written"):
-        export_bundle(load_bundle(bundle), ExportOptions())
+        export_bundle(at(loaded, bundle), ExportOptions())
     assert not (bundle / "model.onnx").exists() and leftovers(bundle) == []
 
 
 @pytest.mark.slow
-def test_missing_training_data_needs_calib(tmp_path, tiny_bundle, tiny_data):
+def test_missing_training_data_needs_calib(tmp_path, tiny_bundle, tiny_data, loaded, traced):
     bundle = copy_bundle(tiny_bundle, tmp_path / "bundle")
     meta = manifest_io.read(bundle / manifest_io.MANIFEST_NAME)
     manifest_io.update(bundle / manifest_io.MANIFEST_NAME, training={**meta["training"], "data": str(tmp_path / "gone")})
     with pytest.raises(FileNotFoundError, match="--calib"):
-        export_bundle(load_bundle(bundle), ExportOptions(int8=True))
+        export_bundle(at(loaded, bundle), ExportOptions(int8=True))
     assert not list(bundle.glob("*.onnx")) and leftovers(bundle) == []  # failed before writing FP32
 
-    results = export_bundle(load_bundle(bundle), ExportOptions(int8=True, calib=tiny_data))
+    results = export_bundle(at(loaded, bundle), ExportOptions(int8=True, calib=tiny_data))
     assert [r.variant for r in results] == ["fp32", "int8-tensorrt", "int8-cpu"]
     train = open_dataset(tiny_data).train
     for r in results[1:]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 
 import pytest
@@ -24,9 +26,6 @@ def bundle_copy(tmp_path_factory, tiny_bundle):
 def first_run(bundle_copy, tiny_data):
     """One full export (every variant, with --eval); its exit code and output, captured by hand
     because capsys is function-scoped."""
-    import contextlib
-    import io
-
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(bundle_copy), "--int8", "--fp16", "--eval", str(tiny_data)])

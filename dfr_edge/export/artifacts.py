@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import onnx
 
 from dfr_edge import manifest as manifest_io
+from dfr_edge.atomic import atomic_path
 from dfr_edge.export.trt_lint import check_for_tensorrt
 from dfr_edge.runtime.onnxrt import EXPORT_INFO_KEY
 
@@ -35,13 +34,6 @@ def save_model(model: onnx.ModelProto, path: Path, meta: dict, export_info: dict
     set_metadata(model, meta, export_info)
     onnx.checker.check_model(model, full_check=True)
     check_for_tensorrt(model, ignore=lint_ignore)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         onnx.save_model(model, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)

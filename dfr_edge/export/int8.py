@@ -100,8 +100,9 @@ def calibration_set(candidates: list[Path], count: int, seed: int, height: int, 
         raise ValueError("INT8 calibration needs real normal images, and none were found; pass --calib DIR")
     if count < 1:
         raise ValueError("--calib-count must be at least 1")
+    candidates = sorted(Path(p) for p in candidates)  # the same files give the same sample
     order = np.random.default_rng(seed).permutation(len(candidates))
-    picked = sorted(Path(candidates[i]) for i in order[: min(count, len(candidates))])
+    picked = sorted(candidates[i] for i in order[: min(count, len(candidates))])
     if len(picked) < FEW_CALIBRATION_IMAGES:
         log.warning("calibrating INT8 on only %d images: scales may not cover the production range "
                     "(a few hundred normal images are recommended)", len(picked))
@@ -162,4 +163,21 @@ def quantize_int8(fp32: onnx.ModelProto, calib: CalibrationSet, flavour: Int8Fla
         )
         model = onnx.load(dst)
     feed_float(model)
+    prune_unused(model)
+    for output in model.graph.output:  # shape inference above rewrote the batch dim as an expression
+        output.type.tensor_type.shape.dim[0].dim_param = "batch"
     return model
+
+
+def prune_unused(model: onnx.ModelProto) -> None:
+    """Drop nodes nothing reads any more (the Q/DQ pairs feed_float bypassed)."""
+    while True:
+        needed = {o.name for o in model.graph.output} | {i for n in model.graph.node for i in n.input}
+        dead = [n for n in model.graph.node if not any(o in needed for o in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            model.graph.node.remove(node)
+    used = {i for n in model.graph.node for i in n.input}
+    for init in [i for i in model.graph.initializer if i.name not in used]:
+        model.graph.initializer.remove(init)

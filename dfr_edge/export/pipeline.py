@@ -24,7 +24,14 @@ from dfr_edge.data.images import load_images
 from dfr_edge.evaluate import evaluate
 from dfr_edge.export.artifacts import check_target, save_model, set_metadata
 from dfr_edge.export.fp16 import to_fp16_onnx
-from dfr_edge.export.int8 import FLAVOURS, FLOAT_PREFIXES, QUANTIZED_OPS, calibration_set, quantize_int8
+from dfr_edge.export.int8 import (
+    FLAVOURS,
+    FLOAT_PREFIXES,
+    QUANTIZED_OPS,
+    Int8Flavour,
+    calibration_set,
+    quantize_int8,
+)
 from dfr_edge.export.onnx_fp32 import OPSET, OUTPUTS, INPUT, Parity, compare, to_onnx
 from dfr_edge.predict import predict_torch
 from dfr_edge.runtime import load_detector
@@ -117,9 +124,9 @@ def export_bundle(bundle: Bundle, options: ExportOptions) -> list[Exported]:
     files = planned_files(bundle, options)
     for path in files.values():  # refuse before any work: nothing is half-replaced
         check_target(path, options.force)
+    test = _eval_set(bundle, options)
     images, source = parity_images(bundle)
     reference = predict_torch(bundle.model, images)
-    test = _eval_set(bundle, options)
     meta = bundle.manifest
     calib = None
     if options.int8:  # found and loaded before any file is written: a missing folder fails here
@@ -150,17 +157,19 @@ def export_bundle(bundle: Bundle, options: ExportOptions) -> list[Exported]:
                      options.calib_method)
             model = quantize_int8(fp32, calib, flavour, options.calib_method)
             parity = compare(reference, run_session(model, images))
-            record = export_record(f"int8-{flavour.name}", parity, source, calibration=calib.record(options.calib_method),
-                                   quantization={"flavour": flavour.name, "format": flavour.quant_format.name,
-                                                 "activations": flavour.activation_type.name,
-                                                 "weights": flavour.weight_type.name,
-                                                 "per_channel": flavour.per_channel,
-                                                 "quantized_ops": list(QUANTIZED_OPS),
-                                                 "float_nodes": list(FLOAT_PREFIXES),
-                                                 "tensorrt_lint_skipped": sorted(flavour.lint_ignore)})
+            record = export_record(f"int8-{flavour.name}", parity, source,
+                                   calibration=calib.record(options.calib_method),
+                                   quantization=quantization_record(flavour))
             results.append(_write(f"int8-{flavour.name}", model, files[f"int8-{flavour.name}"], meta, parity,
                                   record, test, baseline, options, flavour.lint_ignore))
     return results
+
+
+def quantization_record(flavour: Int8Flavour) -> dict:
+    return {"flavour": flavour.name, "format": flavour.quant_format.name,
+            "activations": flavour.activation_type.name, "weights": flavour.weight_type.name,
+            "per_channel": flavour.per_channel, "quantized_ops": list(QUANTIZED_OPS),
+            "float_nodes": list(FLOAT_PREFIXES), "tensorrt_lint_skipped": sorted(flavour.lint_ignore)}
 
 
 def _calibration_candidates(bundle: Bundle, options: ExportOptions) -> list[Path]:

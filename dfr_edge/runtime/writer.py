@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dfr_edge.atomic import atomic_path
 from dfr_edge.runtime.detector import Detection
 from dfr_edge.runtime.sources import Item
 
@@ -21,9 +22,8 @@ def write_png(path: Path, image: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise RuntimeError(f"could not encode {path}")
-    tmp = path.with_name(f".{path.name}.tmp")
-    encoded.tofile(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        encoded.tofile(tmp)
 
 
 class ResultWriter:
