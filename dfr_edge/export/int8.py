@@ -57,6 +57,8 @@ class Int8Flavour:
     weight_type: QuantType
     per_channel: bool
     extra_options: dict = field(default_factory=dict)
+    quantized_ops: tuple[str, ...] = QUANTIZED_OPS
+    float_prefixes: tuple[str, ...] = FLOAT_PREFIXES  # node-name prefixes kept in float32
     lint_ignore: frozenset[str] = frozenset()  # TensorRT lint rules that do not apply to this flavour
 
 
@@ -119,8 +121,8 @@ class _ImageBatches(CalibrationDataReader):
         return None if batch is None else {INPUT: batch}
 
 
-def float_nodes(model: onnx.ModelProto) -> list[str]:
-    return [n.name for n in model.graph.node if n.name.startswith(FLOAT_PREFIXES)]
+def float_nodes(model: onnx.ModelProto, prefixes: tuple[str, ...] = FLOAT_PREFIXES) -> list[str]:
+    return [n.name for n in model.graph.node if n.name.startswith(prefixes)]
 
 
 def feed_float(model: onnx.ModelProto, prefixes: tuple[str, ...] = FLOAT_PREFIXES) -> None:
@@ -156,13 +158,13 @@ def quantize_int8(fp32: onnx.ModelProto, calib: CalibrationSet, flavour: Int8Fla
             activation_type=flavour.activation_type,
             weight_type=flavour.weight_type,
             per_channel=flavour.per_channel,
-            op_types_to_quantize=list(QUANTIZED_OPS),
-            nodes_to_exclude=float_nodes(fp32),
+            op_types_to_quantize=list(flavour.quantized_ops),
+            nodes_to_exclude=float_nodes(fp32, flavour.float_prefixes),
             calibrate_method=CALIB_METHODS[method],
             extra_options=dict(flavour.extra_options),
         )
         model = onnx.load(dst)
-    feed_float(model)
+    feed_float(model, flavour.float_prefixes)
     prune_unused(model)
     for output in model.graph.output:  # shape inference above rewrote the batch dim as an expression
         output.type.tensor_type.shape.dim[0].dim_param = "batch"

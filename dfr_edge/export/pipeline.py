@@ -26,8 +26,6 @@ from dfr_edge.export.artifacts import check_target, save_model, set_metadata
 from dfr_edge.export.fp16 import to_fp16_onnx
 from dfr_edge.export.int8 import (
     FLAVOURS,
-    FLOAT_PREFIXES,
-    QUANTIZED_OPS,
     Int8Flavour,
     calibration_set,
     quantize_int8,
@@ -168,8 +166,8 @@ def export_bundle(bundle: Bundle, options: ExportOptions) -> list[Exported]:
 def quantization_record(flavour: Int8Flavour) -> dict:
     return {"flavour": flavour.name, "format": flavour.quant_format.name,
             "activations": flavour.activation_type.name, "weights": flavour.weight_type.name,
-            "per_channel": flavour.per_channel, "quantized_ops": list(QUANTIZED_OPS),
-            "float_nodes": list(FLOAT_PREFIXES), "tensorrt_lint_skipped": sorted(flavour.lint_ignore)}
+            "per_channel": flavour.per_channel, "quantized_ops": list(flavour.quantized_ops),
+            "float_nodes": list(flavour.float_prefixes), "tensorrt_lint_skipped": sorted(flavour.lint_ignore)}
 
 
 def _calibration_candidates(bundle: Bundle, options: ExportOptions) -> list[Path]:
