@@ -58,8 +58,10 @@ def main() -> None:
     default = [run(TrainConfig(), args.data, test)[0] for _ in range(2)]
     headers = ["steps", "batch", "sigma", "d", "train s (total)", "features s", "CAE s", "image AUROC",
                "pixel AUROC", "PRO"]
-    as_row = lambda r: [r["steps"], r["batch"], r["sigma"], r["latent_dim"], r["train_s"], r["extract_s"],  # noqa: E731
-                        r["cae_s"], r["image_auroc"], r["pixel_auroc"], r["pro"]]
+    def as_row(r: dict) -> list:
+        return [r["steps"], r["batch"], r["sigma"], r["latent_dim"], r["train_s"], r["extract_s"], r["cae_s"],
+                r["image_auroc"], r["pixel_auroc"], r["pro"]]
+
     print("Default configuration, trained twice with seed 0:")
     print(format_table(headers, [as_row(r) for r in default]))
     record = {"dfr_edge": __version__, "machine": machine_info(), "data": str(args.data), "default_runs": default}

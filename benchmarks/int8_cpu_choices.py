@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from onnx_variants import DEFAULT_DATA, HERE, ort_runner, ort_session, time_side_by_side
 from onnxruntime.quantization import QuantFormat, QuantType
 
 from dfr_edge.bundle import load_bundle
@@ -27,8 +28,6 @@ from dfr_edge.export.int8 import CPU_FLAVOUR, FLOAT_PREFIXES, TENSORRT_FLAVOUR, 
 from dfr_edge.export.onnx_fp32 import to_onnx
 from dfr_edge.export.pipeline import training_images
 from dfr_edge.report import format_table, machine_info, write_json
-
-from onnx_variants import DEFAULT_DATA, HERE, ort_session, time_side_by_side  # noqa: E402 (sibling script)
 
 WITH_STEM = tuple(p for p in FLOAT_PREFIXES if "stem" not in p)
 CHOICES = {
@@ -70,8 +69,7 @@ def main() -> None:
         files[name] = tmp / f"choice{i}.onnx"
         files[name].write_bytes(quantize_int8(fp32, calib, flavour, "minmax").SerializeToString())
     sessions = {name: ort_session(path) for name, path in files.items()}
-    runners = {name: (lambda s: lambda images: tuple(s.run(None, {"image": images})))(s)
-               for name, s in sessions.items()}
+    runners = {name: ort_runner(s) for name, s in sessions.items()}
     times = time_side_by_side(runners, test.images, args.rounds)
 
     base = float(np.median(times["FP32"]))

@@ -46,6 +46,10 @@ def ort_session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def ort_runner(session: ort.InferenceSession):
+    return lambda images: tuple(session.run(None, {"image": images}))
+
+
 def prepare_bundle(data: Path, bundle: Path | None) -> Path:
     if bundle is not None:
         missing = [name for name in VARIANT_FILES.values() if not (bundle / name).is_file()]
@@ -93,8 +97,7 @@ def main() -> None:
             return tuple(t.numpy() for t in bundle.model(torch.from_numpy(images)))
 
     runners = {"torch eager": run_torch}
-    runners.update({name: (lambda s: lambda images: tuple(s.run(None, {"image": images})))(s)
-                    for name, s in sessions.items()})
+    runners.update({name: ort_runner(s) for name, s in sessions.items()})
     times = time_side_by_side(runners, test.images, args.rounds)
 
     torch_maps, _ = predict_torch(bundle.model, test.images)

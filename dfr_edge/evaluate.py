@@ -7,9 +7,9 @@ bundle and every exported ONNX variant provide one, so their numbers are compara
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np

@@ -6,8 +6,8 @@ import json
 import shutil
 
 import pytest
-
 from conftest import tiny_config
+
 from dfr_edge import manifest
 from dfr_edge.cli import evaluate as eval_cli
 from dfr_edge.cli import train as train_cli

@@ -7,10 +7,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from dfr_edge.bundle import BundleExistsError, load_bundle, save_bundle
-from dfr_edge.data.images import ImageReadError
+from dfr_edge.data.images import ImageReadError, load_images
 from dfr_edge.data.mvtec import load_test_arrays, open_dataset
 from dfr_edge.evaluate import evaluate
 from dfr_edge.predict import predict_torch
@@ -42,9 +42,7 @@ def test_held_out_split_is_seeded_and_disjoint(tiny_data):
 
 def test_thresholds_come_from_the_held_out_normal_images(tiny_data):
     result = train(tiny_config(), open_dataset(tiny_data))
-    val = np.stack([np.asarray(i) for i in __import__("dfr_edge.data.images", fromlist=["x"]).load_images(
-        result.val_paths, 64, 64).images])
-    maps, scores = predict_torch(result.model, val)
+    maps, scores = predict_torch(result.model, load_images(result.val_paths, 64, 64).images)
     assert (maps > result.thresholds.pixel).mean() == pytest.approx(0.005, abs=0.002)
     assert result.thresholds.image <= scores.max()
 

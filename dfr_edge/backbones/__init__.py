@@ -6,15 +6,14 @@ default: a PyPI package for EfficientNet-Lite0, torchvision for the others), "ra
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torchvision
 from torch import nn
 
 from dfr_edge.backbones import efficientnet_lite, resnet, vgg
-from dfr_edge.digest import sha256_file
 from dfr_edge.backbones.weights import (
     BackboneWeightsError,
     WeightsOrigin,
@@ -22,6 +21,7 @@ from dfr_edge.backbones.weights import (
     read_state_dict,
     torchvision_weights_file,
 )
+from dfr_edge.digest import sha256_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -36,7 +36,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same to the user
+    except Exception as exc:
         raise BackboneWeightsError(f"cannot read backbone weights {path}: {exc}") from exc
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -53,7 +53,7 @@ def torchvision_weights_file(weights_enum) -> Path:
     if not cached.is_file():
         try:
             weights_enum.get_state_dict(progress=True)
-        except Exception as exc:  # noqa: BLE001 - offline shows up as many exception types
+        except Exception as exc:
             raise BackboneWeightsError(
                 f"cannot download {weights_enum} from {weights_enum.url} ({exc}). On a machine with "
                 f"network access download that file and pass it with --backbone-weights PATH, or "

@@ -8,7 +8,6 @@ reported and skipped; the exit status is 1 if any were.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

@@ -32,8 +32,8 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from dfr_edge.digest import files_digest
 from dfr_edge.data.images import load_images
+from dfr_edge.digest import files_digest
 from dfr_edge.export.onnx_fp32 import INPUT
 
 log = logging.getLogger(__name__)

@@ -19,18 +19,13 @@ import onnxruntime as ort
 
 from dfr_edge import __version__
 from dfr_edge.bundle import Bundle
-from dfr_edge.data.mvtec import TestArrays, open_dataset
 from dfr_edge.data.images import load_images
+from dfr_edge.data.mvtec import TestArrays, load_test_arrays, open_dataset, require_test_set
 from dfr_edge.evaluate import evaluate
 from dfr_edge.export.artifacts import check_target, save_model, set_metadata
 from dfr_edge.export.fp16 import to_fp16_onnx
-from dfr_edge.export.int8 import (
-    FLAVOURS,
-    Int8Flavour,
-    calibration_set,
-    quantize_int8,
-)
-from dfr_edge.export.onnx_fp32 import OPSET, OUTPUTS, INPUT, Parity, compare, to_onnx
+from dfr_edge.export.int8 import FLAVOURS, Int8Flavour, calibration_set, quantize_int8
+from dfr_edge.export.onnx_fp32 import INPUT, OPSET, OUTPUTS, Parity, compare, to_onnx
 from dfr_edge.predict import predict_torch
 from dfr_edge.runtime import load_detector
 
@@ -187,8 +182,6 @@ def _eval_set(bundle: Bundle, options: ExportOptions) -> TestArrays | None:
         if options.max_drop is not None:
             raise ValueError("--max-drop needs --eval DIR to measure the accuracy drop")
         return None
-    from dfr_edge.data.mvtec import load_test_arrays, require_test_set
-
     dataset = open_dataset(options.eval_data)
     require_test_set(dataset)
     return load_test_arrays(dataset, bundle.manifest["input"]["height"], bundle.manifest["input"]["width"])

@@ -22,8 +22,8 @@ Rules (DEPLOY_NOTES.md §3.1 and §7, ARCHITECTURE.md "Contracts"):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import onnx

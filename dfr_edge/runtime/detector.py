@@ -6,8 +6,8 @@ overridden at run time, because the right operating point is a production decisi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import cv2
 import numpy as np

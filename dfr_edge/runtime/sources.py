@@ -7,9 +7,9 @@ over thousands of files reports the bad ones and carries on.
 from __future__ import annotations
 
 import glob
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np

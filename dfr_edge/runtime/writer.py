@@ -31,7 +31,7 @@ class ResultWriter:
         self.out, self.images = Path(out), images
         self.count = self.anomalous = 0
 
-    def __enter__(self) -> "ResultWriter":
+    def __enter__(self) -> ResultWriter:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.images:
             (self.out / "overlays").mkdir(exist_ok=True)
