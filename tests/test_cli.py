@@ -75,3 +75,23 @@ def test_demo_pipeline_end_to_end(tmp_path):
     assert any(result.overlays.glob("*.png"))
     # Running it again reuses the dataset and replaces its own bundle.
     assert run_demo(tmp_path, spec, tiny_config(val_fraction=0.25)).rows[0]["model"] == "torch (bundle)"
+
+
+def test_eval_scores_an_exported_model_like_its_bundle(tiny_data, tiny_bundle, tmp_path, capsys):
+    from dfr_edge.bundle import load_bundle
+    from dfr_edge.export.pipeline import ExportOptions, export_bundle
+
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    export_bundle(load_bundle(bundle), ExportOptions())
+    before = (bundle / "dfr.json").read_text()
+    reports = {}
+    for name, target in (("bundle", bundle), ("onnx", bundle / "model.onnx")):
+        reports[name] = tmp_path / f"{name}.json"
+        assert eval_cli.main([str(target), "--data", str(tiny_data), "--json", str(reports[name])]) == 0
+    torch_result, onnx_result = (json.loads(reports[k].read_text()) for k in ("bundle", "onnx"))
+    assert "fp32 (onnxruntime:CPUExecutionProvider)" in capsys.readouterr().out
+    for key in ("image_auroc", "pixel_auroc", "pro"):
+        assert onnx_result[key] == pytest.approx(torch_result[key], abs=1e-3)
+    assert json.loads((bundle / "dfr.json").read_text())["metrics"] is not None
+    assert json.loads(before)["metrics"] is None  # only evaluating the bundle itself records metrics
