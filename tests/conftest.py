@@ -38,3 +38,17 @@ def tiny_bundle(tmp_path_factory, tiny_data) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     save_bundle(train(tiny_config(), open_dataset(tiny_data)), out, tiny_data)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_bundle) -> Path:
+    """model.onnx (FP32) exported into a copy of tiny_bundle; read-only for the tests using it."""
+    import shutil
+
+    from dfr_edge.bundle import load_bundle
+    from dfr_edge.export.pipeline import ExportOptions, export_bundle
+
+    copy = tmp_path_factory.mktemp("exported") / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    export_bundle(load_bundle(copy), ExportOptions())
+    return copy / "model.onnx"

@@ -11,7 +11,12 @@ import torchvision
 from skimage.data import chelsea
 
 from dfr_edge.backbones import BackboneWeightsError, build_backbone, resolve_layers
-from dfr_edge.backbones.efficientnet_lite import LITE_MEAN, LITE_STD, EfficientNetLite0, convert_lukemelas_state_dict
+from dfr_edge.backbones.efficientnet_lite import (
+    LITE_MEAN,
+    LITE_STD,
+    EfficientNetLite0,
+    convert_lukemelas_state_dict,
+)
 from dfr_edge.backbones.vgg import PAPER_12, PAPER_16, VGG19Features
 from dfr_edge.backbones.weights import read_state_dict
 

@@ -8,7 +8,13 @@ import skimage.data
 from dfr_edge.data import synthetic
 from dfr_edge.data.images import read_image, read_mask
 from dfr_edge.data.mvtec import open_dataset
-from dfr_edge.data.synthetic import SyntheticSpec, add_defect, defect_contrast, generate_dataset, normal_crop
+from dfr_edge.data.synthetic import (
+    SyntheticSpec,
+    add_defect,
+    defect_contrast,
+    generate_dataset,
+    normal_crop,
+)
 
 SMALL = SyntheticSpec(texture="gravel", size=64, n_train=3, n_test_good=2, n_test_per_defect=2, seed=7)
 

@@ -23,8 +23,18 @@ from dfr_edge.bundle import Bundle, load_bundle
 from dfr_edge.data.images import load_images
 from dfr_edge.data.mvtec import open_dataset
 from dfr_edge.digest import files_digest
-from dfr_edge.export.int8 import CPU_FLAVOUR, FLAVOURS, TENSORRT_FLAVOUR, calibration_set
-from dfr_edge.export.pipeline import AccuracyDropError, ExportOptions, ParityError, export_bundle
+from dfr_edge.export.int8 import (
+    CPU_FLAVOUR,
+    FLAVOURS,
+    TENSORRT_FLAVOUR,
+    calibration_set,
+)
+from dfr_edge.export.pipeline import (
+    AccuracyDropError,
+    ExportOptions,
+    ParityError,
+    export_bundle,
+)
 from dfr_edge.export.trt_lint import lint_for_tensorrt
 from dfr_edge.predict import predict_torch
 from dfr_edge.runtime import load_detector

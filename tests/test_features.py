@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dfr_edge.features import RegionalFeatures, naive_regional_features, resize_pool_matrix
+from dfr_edge.features import (
+    RegionalFeatures,
+    naive_regional_features,
+    resize_pool_matrix,
+)
 
 
 @pytest.mark.parametrize("image_size", [(256, 256), (64, 128)])

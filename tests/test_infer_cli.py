@@ -8,23 +8,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from dfr_edge.cli.infer import main
 
 BOX_KEYS = {"x", "y", "width", "height", "area", "peak"}
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory, tiny_bundle) -> Path:
-    """model.onnx exported (FP32) into a copy of the session's tiny bundle."""
-    from dfr_edge.bundle import load_bundle
-    from dfr_edge.export.pipeline import ExportOptions, export_bundle
-
-    copy = tmp_path_factory.mktemp("infer_cli") / "bundle"
-    shutil.copytree(tiny_bundle, copy)
-    export_bundle(load_bundle(copy), ExportOptions())
-    return copy / "model.onnx"
 
 
 def two_images(tiny_data: Path, folder: Path) -> list[Path]:
@@ -52,7 +39,7 @@ def pngs(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir()}
 
 
-def test_mixed_inputs(model, tiny_data, tmp_path, capsys):
+def test_mixed_inputs(tiny_onnx, tiny_data, tmp_path, capsys):
     folder = tmp_path / "in"
     good, bad = two_images(tiny_data, folder)
     (folder / "x.png").write_bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8).tobytes())
@@ -63,7 +50,7 @@ def test_mixed_inputs(model, tiny_data, tmp_path, capsys):
     cv2.imwrite(str(extra / "wide.jpg"), cv2.resize(cv2.imread(str(bad)), (90, 70)))
     out = tmp_path / "out"
 
-    code = main([str(model), str(folder), str(extra / "*.jpg"), str(tmp_path / "missing.png"),
+    code = main([str(tiny_onnx), str(folder), str(extra / "*.jpg"), str(tmp_path / "missing.png"),
                  "--out", str(out), "--batch-size", "2"])
     captured = capsys.readouterr()
     assert code == 1
@@ -85,7 +72,7 @@ def test_mixed_inputs(model, tiny_data, tmp_path, capsys):
                                             str(extra / "wide.jpg")]
     assert sorted(r["path"] for r in done) == sorted(sizes)
     assert len({r["name"] for r in done}) == len(done)
-    image_threshold = json.loads((model.parent / "dfr.json").read_text())["thresholds"]["image"]
+    image_threshold = json.loads((tiny_onnx.parent / "dfr.json").read_text())["thresholds"]["image"]
     for record in done:
         assert type(record["score"]) is float and type(record["anomalous"]) is bool
         assert record["anomalous"] == (record["score"] > image_threshold)
@@ -108,29 +95,29 @@ def test_mixed_inputs(model, tiny_data, tmp_path, capsys):
         assert overlay.shape == (height, width, 3)
 
 
-def test_all_inputs_fine(model, tiny_data, tmp_path, capsys):
+def test_all_inputs_fine(tiny_onnx, tiny_data, tmp_path, capsys):
     folder = tmp_path / "in"
     two_images(tiny_data, folder)
     out = tmp_path / "out"
-    assert main([str(model), str(folder), "--out", str(out)]) == 0
+    assert main([str(tiny_onnx), str(folder), "--out", str(out)]) == 0
     assert "2 image(s) processed" in capsys.readouterr().out
     assert len(read_results(out)) == 2 and all("error" not in r for r in read_results(out))
     assert pngs(out / "overlays") == pngs(out / "masks") == {"good.png", "blob.png"}
 
 
-def test_no_images_writes_only_results(model, tiny_data, tmp_path):
+def test_no_images_writes_only_results(tiny_onnx, tiny_data, tmp_path):
     good, _ = two_images(tiny_data, tmp_path / "in")
     out = tmp_path / "out"
-    assert main([str(model), str(good), "--out", str(out), "--no-images"]) == 0
+    assert main([str(tiny_onnx), str(good), "--out", str(out), "--no-images"]) == 0
     assert pngs(out) == {"results.jsonl"}
     assert [r["path"] for r in read_results(out)] == [str(good)]
 
 
-def test_threshold_overrides(model, tiny_data, tmp_path):
+def test_threshold_overrides(tiny_onnx, tiny_data, tmp_path):
     folder = tmp_path / "in"
     two_images(tiny_data, folder)
     out = tmp_path / "out"
-    assert main([str(model), str(folder), "--out", str(out), "--pixel-threshold", "1e9",
+    assert main([str(tiny_onnx), str(folder), "--out", str(out), "--pixel-threshold", "1e9",
                  "--image-threshold=-1e9"]) == 0
     records = read_results(out)
     assert len(records) == 2
@@ -140,11 +127,11 @@ def test_threshold_overrides(model, tiny_data, tmp_path):
         assert mask.shape == (128, 128) and not mask.any()
 
 
-def test_no_inputs_found_is_a_usage_error(model, tmp_path, capsys):
+def test_no_inputs_found_is_a_usage_error(tiny_onnx, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "out"
-    assert main([str(model), str(empty), str(tmp_path / "*.png"), "--out", str(out)]) == 2
+    assert main([str(tiny_onnx), str(empty), str(tmp_path / "*.png"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "error: no input images or videos found" in err
     assert not (out / "results.jsonl").exists()
@@ -156,14 +143,14 @@ def test_missing_model_is_a_usage_error(tiny_data, tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
 
 
-def test_same_stem_from_different_folders(model, tiny_data, tmp_path):
+def test_same_stem_from_different_folders(tiny_onnx, tiny_data, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
     shutil.copy(tiny_data / "test" / "good" / "000.png", a / "img.png")
     shutil.copy(tiny_data / "test" / "blob" / "000.png", b / "img.png")
     out = tmp_path / "out"
-    assert main([str(model), str(a / "img.png"), str(b), "--out", str(out)]) == 0
+    assert main([str(tiny_onnx), str(a / "img.png"), str(b), "--out", str(out)]) == 0
     records = read_results(out)
     assert [r["path"] for r in records] == [str(a / "img.png"), str(b / "img.png")]
     names = [r["name"] for r in records]
@@ -173,11 +160,11 @@ def test_same_stem_from_different_folders(model, tiny_data, tmp_path):
     assert records[0]["score"] != records[1]["score"]
 
 
-def test_unreadable_video_is_reported(model, tiny_data, tmp_path):
+def test_unreadable_video_is_reported(tiny_onnx, tiny_data, tmp_path):
     good, _ = two_images(tiny_data, tmp_path / "in")
     broken = tmp_path / "broken.avi"
     broken.write_bytes(np.random.default_rng(2).integers(0, 256, 500, dtype=np.uint8).tobytes())
     out = tmp_path / "out"
-    assert main([str(model), str(good), str(broken), "--out", str(out)]) == 1
+    assert main([str(tiny_onnx), str(good), str(broken), "--out", str(out)]) == 1
     records = read_results(out)
     assert [("error" in r, r["path"]) for r in records] == [(False, str(good)), (True, str(broken))]

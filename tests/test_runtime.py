@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,20 +21,8 @@ SIZE = 64  # tests/conftest.py TINY_SIZE: the exported model's input size
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_bundle) -> Path:
-    """model.onnx exported (FP32) into a copy of the session's tiny bundle."""
-    from dfr_edge.bundle import load_bundle
-    from dfr_edge.export.pipeline import ExportOptions, export_bundle
-
-    copy = tmp_path_factory.mktemp("runtime") / "bundle"
-    shutil.copytree(tiny_bundle, copy)
-    export_bundle(load_bundle(copy), ExportOptions())
-    return copy / "model.onnx"
-
-
-@pytest.fixture(scope="module")
-def backend(exported) -> OnnxRuntimeBackend:
-    return load_backend(exported)
+def backend(tiny_onnx) -> OnnxRuntimeBackend:
+    return load_backend(tiny_onnx)
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +51,8 @@ def test_importing_runtime_does_not_import_torch():
 
 # --- ONNX Runtime backend -------------------------------------------------------------------------
 
-def test_backend_reads_manifest_and_export_info(backend, exported):
-    bundle_manifest = json.loads((exported.parent / "dfr.json").read_text())
+def test_backend_reads_manifest_and_export_info(backend, tiny_onnx):
+    bundle_manifest = json.loads((tiny_onnx.parent / "dfr.json").read_text())
     assert backend.manifest == bundle_manifest
     assert (backend.height, backend.width) == (SIZE, SIZE)
     assert backend.export_info["variant"] == "fp32"
@@ -75,11 +61,11 @@ def test_backend_reads_manifest_and_export_info(backend, exported):
     assert backend.name == "onnxruntime:CPUExecutionProvider"
 
 
-def test_backend_matches_torch_model(backend, exported, test_images):
+def test_backend_matches_torch_model(backend, tiny_onnx, test_images):
     from dfr_edge.bundle import load_bundle
     from dfr_edge.predict import predict_torch
 
-    ref_maps, ref_scores = predict_torch(load_bundle(exported.parent).model, test_images)
+    ref_maps, ref_scores = predict_torch(load_bundle(tiny_onnx.parent).model, test_images)
     maps, scores = backend.infer(test_images)
     assert maps.dtype == np.float32 and scores.dtype == np.float32
     assert maps.shape == (len(test_images), SIZE, SIZE) and scores.shape == (len(test_images),)
@@ -133,14 +119,14 @@ def test_unknown_model_file_type(tmp_path):
 
 
 @pytest.mark.parametrize("provider", ["tensorrt", "cuda"])
-def test_unavailable_provider_names_the_available_ones(exported, provider):
+def test_unavailable_provider_names_the_available_ones(tiny_onnx, provider):
     import onnxruntime as ort
 
     available = ort.get_available_providers()
     if provider_list(provider, cache_dir=None, height=SIZE, width=SIZE, max_batch=1)[0][0] in available:
         pytest.skip(f"this onnxruntime has the {provider} provider")
     with pytest.raises(RuntimeError) as info:
-        load_backend(exported, provider=provider)
+        load_backend(tiny_onnx, provider=provider)
     message = str(info.value)
     assert repr(provider) in message
     assert "CPUExecutionProvider" in message
