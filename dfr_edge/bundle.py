@@ -27,7 +27,6 @@ from dfr_edge import __version__, manifest
 from dfr_edge.atomic import default_mode
 from dfr_edge.backbones import build_backbone
 from dfr_edge.cae import CAE
-from dfr_edge.config import TrainConfig
 from dfr_edge.digest import files_digest
 from dfr_edge.model import DFRModel, FeatureExtractor
 from dfr_edge.trainer import TrainResult
@@ -166,7 +165,3 @@ def load_bundle(path: Path) -> Bundle:
             raise FileNotFoundError(f"bundle {path} is incomplete: {name} is missing; retrain with dfr-train")
     model = model_from_manifest(meta, load_file(str(path / BACKBONE_FILE)), load_file(str(path / CAE_FILE)))
     return Bundle(path, meta, model)
-
-
-def train_config(bundle: Bundle) -> TrainConfig:
-    return TrainConfig.from_dict(bundle.manifest["config"])
