@@ -101,11 +101,15 @@ def build_manifest(result: TrainResult, data_root: Path) -> dict:
     }
 
 
+def refuse_overwrite(out: Path, force: bool) -> None:
+    if Path(out).exists() and not force:
+        raise BundleExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
+
+
 def save_bundle(result: TrainResult, out: Path, data_root: Path, force: bool = False) -> Path:
     """Write the bundle atomically; refuses to replace an existing one unless force."""
     out = Path(out)
-    if out.exists() and not force:
-        raise BundleExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
+    refuse_overwrite(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     os.chmod(tmp, default_mode(directory=True))

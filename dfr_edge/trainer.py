@@ -77,7 +77,7 @@ class FeatureRows:
     """Feature vectors of a set of images: held in memory, or recomputed per pass when too big."""
 
     def __init__(self, extractor: FeatureExtractor, images: np.ndarray, cached: bool, desc: str):
-        self.extractor, self.images, self.cached = extractor, images, cached
+        self.extractor, self.images = extractor, images
         self.rows = as_rows(extract_features(extractor, images, desc)) if cached else None
 
     def _chunks(self, rng: np.random.Generator | None) -> Iterator[torch.Tensor]:

@@ -52,14 +52,13 @@ def overrides(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     # Imports after parsing so that --help is instant and argument errors come before torch loads.
-    from dfr_edge.bundle import BundleExistsError, save_bundle
+    from dfr_edge.bundle import refuse_overwrite, save_bundle
     from dfr_edge.config import load_config
     from dfr_edge.data.mvtec import open_dataset
     from dfr_edge.trainer import train
 
     config = load_config(args.config, overrides(args))
-    if args.out.exists() and not args.force:  # fail before spending minutes on training
-        raise BundleExistsError(f"{args.out} already exists; choose another --out or pass --force to replace it")
+    refuse_overwrite(args.out, args.force)  # fail before spending minutes on training
     result = train(config, open_dataset(args.data))
     save_bundle(result, args.out, args.data, force=args.force)
     t, last = result.thresholds, result.history[-1]
