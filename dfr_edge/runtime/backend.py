@@ -26,10 +26,19 @@ class Backend(Protocol):
 def load_backend(path: Path | str, **options: Any) -> Backend:
     """Choose the engine from the file type; options go to that engine's loader."""
     path = Path(path)
+    if path.is_dir():  # a bundle: the torch module itself (parity reference; needs torch)
+        from dfr_edge.runtime.torch_backend import TorchBackend
+
+        return TorchBackend(path, **options)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist (make one with dfr-export)")
     if path.suffix == ".onnx":
         from dfr_edge.runtime.onnxrt import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(path, **options)
-    raise ValueError(f"{path}: unsupported model file type {path.suffix!r}; expected an exported .onnx file")
+    if path.suffix in (".engine", ".plan"):
+        from dfr_edge.runtime.tensorrt.runner import TensorRTBackend
+
+        return TensorRTBackend(path, **options)
+    raise ValueError(f"{path}: unsupported model file type {path.suffix!r}; expected an exported .onnx file, a "
+                     f"TensorRT .engine or a bundle directory")
