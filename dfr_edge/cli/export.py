@@ -22,12 +22,38 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", type=Path, dest="eval_data", help="MVTec-layout folder: accuracy of every variant vs FP32")
     p.add_argument("--max-drop", type=float, help="fail a variant that loses more than this (AUROCs, PRO) vs FP32")
     p.add_argument("--force", action="store_true", help="replace existing exported files")
+    engine = p.add_argument_group("TensorRT engine (built on this machine's GPU; the ONNX variant is exported "
+                                  "first if missing)")
+    engine.add_argument("--engine", action="store_true", help="build BUNDLE/engines/model.<precision>....engine")
+    engine.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8", "best"],
+                        help="which ONNX variant to compile (best: int8 if model.int8.onnx exists, else fp16)")
+    engine.add_argument("--max-batch", type=int, default=8, help="largest batch of the optimization profile")
+    engine.add_argument("--opt-batch", type=int, help="batch TensorRT tunes for (default: --max-batch)")
+    engine.add_argument("--workspace", type=int, default=1024, help="workspace memory pool limit, MiB")
+    engine.add_argument("--opt-level", type=int, choices=range(6), help="builder optimization level 0-5")
+    engine.add_argument("--dla-core", type=int, help="build for this DLA core (Jetson AGX Orin / Orin NX)")
+    engine.add_argument("--version-compatible", action="store_true",
+                        help="engine loadable by later TensorRT versions (and the lean runtime)")
     return p
+
+
+def build_engine_command(args: argparse.Namespace) -> int:
+    from dfr_edge.export.tensorrt import EngineOptions, build_engine
+
+    options = EngineOptions(precision=args.precision, max_batch=args.max_batch, opt_batch=args.opt_batch,
+                            workspace_mib=args.workspace, opt_level=args.opt_level, dla_core=args.dla_core,
+                            version_compatible=args.version_compatible, force=args.force)
+    built = build_engine(args.bundle, options)
+    print(f"{'reused' if built.cached else 'built'} {built.path}")
+    print(f"equivalent trtexec command:\n  {built.trtexec}")
+    return 0
 
 
 @run_main
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.engine:
+        return build_engine_command(args)
     from dfr_edge.bundle import load_bundle
     from dfr_edge.export.pipeline import ExportOptions, export_bundle
 
@@ -43,3 +69,9 @@ def main(argv: list[str] | None = None) -> int:
                        for k in ("image_auroc", "pixel_auroc", "pro"))])
     print(format_table(["variant", "file", "map err vs torch", "rel. err", "image AUROC", "pixel AUROC", "PRO"], rows))
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -410,3 +410,16 @@ def make_fake_tensorrt(version: str, platform: FakePlatform) -> types.ModuleType
         elif kind == "constant" and name == "__version__":
             module.__version__ = version
     return module
+
+
+def install(monkeypatch, version: str, cuda=None, **platform_options) -> FakePlatform:
+    """Make `import tensorrt` return the fake for `version` for one test; returns its platform."""
+    import sys
+
+    from fakes.fake_cuda import FakeCuda
+
+    platform = FakePlatform(**platform_options)
+    platform.cuda = cuda if cuda is not None else FakeCuda(calls=platform.calls)
+    platform.cuda.calls = platform.calls
+    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt(version, platform))
+    return platform
