@@ -5,12 +5,13 @@ each class, its methods and properties: anything else raises AttributeError, and
 checked against the real pybind11 signatures (positional count and keyword names), so code that
 passes against the fake cannot use an API the real module lacks. Behaviour exists only for what a
 build and a run need; an engine "plan" is JSON that records what was built, and execution runs
-the parsed ONNX graph with ONNX Runtime on the fake CUDA memory, so outputs are real.
+the parsed ONNX graph (carried in the plan) with ONNX Runtime on the fake CUDA memory, so outputs are real.
 Every access is recorded in `platform.touched` ("Class.member"), every runtime call in `calls`.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import types
@@ -21,6 +22,7 @@ import numpy as np
 from fakes.api import accepts, load_api
 
 ONNX_DTYPES = {1: "FLOAT", 10: "HALF", 2: "UINT8", 3: "INT8", 6: "INT32", 7: "INT64", 9: "BOOL"}
+_SESSIONS: dict = {}  # onnx sha256 -> ONNX Runtime session (a cache: sessions are slow to create)
 NUMPY = {"FLOAT": np.float32, "HALF": np.float16, "UINT8": np.uint8, "INT8": np.int8, "INT32": np.int32}
 
 
@@ -170,6 +172,7 @@ class BuilderImpl:
             return None
         (profile,) = config._state["profiles"]
         plan = {"fake_tensorrt": self._version, "onnx_sha256": network._state["sha256"],
+                "onnx": base64.b64encode(self._platform.networks[network._state["sha256"]]).decode(),
                 "network_flags": network._state["flags"], "builder_flags": sorted(config._state["flags_set"]),
                 "device": config._state["default_device_type"].name, "dla_core": config._state["DLA_core"],
                 "pool_limits": config._state["pool_limits"], "opt_level": config._state["builder_optimization_level"],
@@ -363,8 +366,10 @@ class IExecutionContextImpl:
         (name, _, dtype), = plan["inputs"]
         shape = self._state["shapes"][name]
         feed = {name: cuda.view(addresses[name], shape, NUMPY[dtype]).copy()}
-        session = ort.InferenceSession(self._platform.networks[plan["onnx_sha256"]],
-                                       providers=["CPUExecutionProvider"])
+        if plan["onnx_sha256"] not in _SESSIONS:
+            _SESSIONS[plan["onnx_sha256"]] = ort.InferenceSession(base64.b64decode(plan["onnx"]),
+                                                                  providers=["CPUExecutionProvider"])
+        session = _SESSIONS[plan["onnx_sha256"]]
         for (out, _, out_dtype), value in zip(plan["outputs"], session.run([o[0] for o in plan["outputs"]], feed)):
             cuda.view(addresses[out], value.shape, NUMPY[out_dtype])[...] = value
 
