@@ -256,3 +256,37 @@ def test_real_cuda_layer_round_trip():
     np.testing.assert_array_equal(back.array, host.array)
     assert cuda.elapsed_ms(start, end) >= 0
     cuda.free()
+
+
+def test_cuda_python_names_exist_in_the_installed_binding():
+    """Every `self.rt.X` of the cuda-python implementation exists in the real cuda.bindings.runtime."""
+    import ast
+
+    runtime = pytest.importorskip("cuda.bindings.runtime")
+    source = Path(__file__).resolve().parents[1] / "dfr_edge/runtime/cuda/bindings.py"
+    used = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "rt":
+            used.add(node.attr)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) \
+                and isinstance(node.value.value, ast.Attribute) and node.value.value.attr == "rt":
+            used.add(f"{node.value.attr}.{node.attr}")
+    assert "cudaGraphInstantiate" in used and "cudaMemcpyKind.cudaMemcpyHostToDevice" in used
+    for name in used:
+        obj = runtime
+        for part in name.split("."):
+            assert hasattr(obj, part), f"cuda.bindings.runtime has no {name}"
+            obj = getattr(obj, part)
+    prop = runtime.cudaDeviceProp()
+    assert all(hasattr(prop, f) for f in ("name", "major", "minor", "integrated"))
+
+
+def test_cuda_python_without_a_gpu_says_so():
+    pytest.importorskip("cuda.bindings.runtime")
+    try:
+        cuda = load_cuda("cuda-python")
+    except RuntimeError as exc:
+        assert "no usable NVIDIA GPU through cuda-python" in str(exc) and "nvidia-smi" in str(exc)
+    else:  # a machine with a GPU: the layer works, nothing to refuse
+        assert cuda.device_info().name
+        cuda.free()

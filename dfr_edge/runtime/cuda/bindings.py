@@ -38,7 +38,11 @@ class BindingsCuda:
         from cuda.bindings import runtime
 
         self.rt = runtime
-        _ok(runtime.cudaSetDevice(device), "cudaSetDevice")
+        try:
+            _ok(runtime.cudaSetDevice(device), f"cudaSetDevice({device})")
+        except RuntimeError as exc:
+            raise RuntimeError(f"no usable NVIDIA GPU through cuda-python ({exc}); check nvidia-smi, and match "
+                               f"cuda-python's major version to the driver's CUDA (13 needs an R580+ driver)") from exc
         self.device = device
         self._device_ptrs: list[int] = []
         self._host_ptrs: list[int] = []
