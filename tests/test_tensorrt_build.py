@@ -202,3 +202,21 @@ def test_engines_built_for_each_version_run_the_same(bundle, monkeypatch):
         amap, score = TensorRTBackend(built.path, cuda=platform.cuda).infer(images)
         np.testing.assert_allclose(amap, ref_map, atol=1e-5)
         np.testing.assert_allclose(score, ref_score, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_missing_variant_is_exported_first_without_touching_existing_files(tmp_path, tiny_onnx):
+    from dfr_edge.digest import sha256_file
+    from dfr_edge.export.tensorrt import ensure_variant, resolve_precision
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_onnx.parent, bundle)
+    before = sha256_file(bundle / "model.onnx")
+    path = ensure_variant(bundle, "fp16")
+    assert path == bundle / "model.fp16.onnx" and path.is_file()
+    assert sha256_file(bundle / "model.onnx") == before  # the existing FP32 file was not rewritten
+    assert onnx.load(path).graph.input[0].name == "image"
+    assert not list(tmp_path.glob(".engine-export.*"))  # the scratch copy is gone
+    assert resolve_precision(bundle, "best") == "fp16"
+    shutil.copy(bundle / "model.onnx", bundle / "model.int8.onnx")
+    assert resolve_precision(bundle, "best") == "int8"
