@@ -290,3 +290,15 @@ def test_cuda_python_without_a_gpu_says_so():
     else:  # a machine with a GPU: the layer works, nothing to refuse
         assert cuda.device_info().name
         cuda.free()
+
+
+def test_dfr_infer_runs_an_engine(engine, monkeypatch, tiny_data, tmp_path):
+    """The CLIs pass ONNX Runtime options (provider, max_batch); an engine takes what it needs."""
+    from dfr_edge.cli.infer import main
+
+    platform = fresh(monkeypatch)
+    monkeypatch.setattr("dfr_edge.runtime.tensorrt.runner.load_cuda", lambda *a, **k: platform.cuda)
+    out = tmp_path / "out"
+    assert main([str(engine), str(tiny_data / "test" / "good"), "--out", str(out), "--batch-size", "2"]) == 0
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(results) == 4 and all(np.isfinite(r["score"]) for r in results)

@@ -39,6 +39,8 @@ def load_backend(path: Path | str, **options: Any) -> Backend:
     if path.suffix in (".engine", ".plan"):
         from dfr_edge.runtime.tensorrt.runner import TensorRTBackend
 
-        return TensorRTBackend(path, **options)
+        # dfr-infer / dfr-eval pass ONNX Runtime's options; an engine has its own GPU and batch profile.
+        onnx_only = ("provider", "max_batch", "threads", "cache_dir")
+        return TensorRTBackend(path, **{k: v for k, v in options.items() if k not in onnx_only})
     raise ValueError(f"{path}: unsupported model file type {path.suffix!r}; expected an exported .onnx file, a "
                      f"TensorRT .engine or a bundle directory")

@@ -9,6 +9,7 @@ cudaHostAlloc(size, flags), cudaMemcpyAsync(dst, src, count, kind, stream), cuda
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -95,7 +96,7 @@ class BindingsCuda:
         _ok(self.rt.cudaEventSynchronize(end), "cudaEventSynchronize")
         return float(_ok(self.rt.cudaEventElapsedTime(start, end), "cudaEventElapsedTime"))
 
-    def capture_graph(self, stream: Any, enqueue) -> Any:
+    def capture_graph(self, stream: Any, enqueue: Callable[[], None]) -> Any:
         mode = self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         try:
             _ok(self.rt.cudaStreamBeginCapture(stream, mode), "cudaStreamBeginCapture")

@@ -8,6 +8,7 @@ runner carries on without graphs (install cuda-python for them).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -68,7 +69,7 @@ class PyCuda:
         end.synchronize()
         return float(end.time_since(start))
 
-    def capture_graph(self, stream: Any, enqueue) -> Any:
+    def capture_graph(self, stream: Any, enqueue: Callable[[], None]) -> Any:
         raise CudaGraphUnsupported("pycuda has no stream capture; install cuda-python for CUDA graphs")
 
     def launch_graph(self, graph: Any, stream: Any) -> None:  # pragma: no cover - never captured

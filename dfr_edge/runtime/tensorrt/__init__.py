@@ -21,12 +21,4 @@ def import_tensorrt():
         raise ImportError(MISSING_TENSORRT) from exc
 
 
-def __getattr__(name: str):
-    if name == "TensorRTBackend":  # lazy: importing the package must not need numpy-heavy setup
-        from dfr_edge.runtime.tensorrt.runner import TensorRTBackend
-
-        return TensorRTBackend
-    raise AttributeError(name)
-
-
-__all__ = ["MISSING_TENSORRT", "TensorRTBackend", "import_tensorrt"]
+__all__ = ["MISSING_TENSORRT", "import_tensorrt"]

@@ -61,7 +61,7 @@ class TensorRTBackend:
         if self.engine is None:
             raise RuntimeError(f"TensorRT could not deserialize {path} (see its log above); rebuild it with "
                                f"dfr-export BUNDLE --engine")
-        self._check_io(trt)
+        self._check_io()
         low, _, high = self.engine.get_tensor_profile_shape(INPUT, 0)
         self.min_batch, self.max_batch = int(low[0]), int(high[0])
         self.context = self.engine.create_execution_context()
@@ -72,7 +72,7 @@ class TensorRTBackend:
         self._no_graph: set[int] = set()
         self._events = (self.cuda.create_event(), self.cuda.create_event()) if time_gpu else None
 
-    def _check_io(self, trt) -> None:
+    def _check_io(self) -> None:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         expected = {INPUT: ("INPUT", "UINT8"), OUTPUTS[0]: ("OUTPUT", "FLOAT"), OUTPUTS[1]: ("OUTPUT", "FLOAT")}
         found = {n: (self.engine.get_tensor_mode(n).name, self.engine.get_tensor_dtype(n).name) for n in names}
