@@ -144,3 +144,28 @@ def test_fake_has_the_real_enum_values_and_nothing_more(version):
         config.set_timing_cache(config.create_timing_cache(b""), ignore=False)  # keyword is ignore_mismatch
     with pytest.raises(AttributeError):
         config.no_such_property = 1
+
+
+@pytest.mark.parametrize("version, reported", [("10.3.0", "10.3.0"), ("11.4.0.106", "11.4.1")])
+def test_every_member_touched_by_a_dla_build_and_run_exists(version, reported, tiny_onnx, tmp_path, monkeypatch):
+    """The DLA path (weakly typed on 10.x, strongly typed with ADJUST_FOR_DLA on 11.4.1+, whose API
+    surface is 11.4.0's) touches only names of that version."""
+    from fakes.fake_cuda import FakeCuda
+
+    from dfr_edge.runtime.cuda import DeviceInfo
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_onnx.parent, bundle)
+    shutil.copy(bundle / "model.onnx", bundle / "model.fp16.onnx")
+    platform = install(monkeypatch, version, cuda=FakeCuda(DeviceInfo("Orin", (8, 7), True)), num_dla_cores=2)
+    import sys
+
+    sys.modules["tensorrt"].__version__ = reported
+    built = build_engine(bundle, EngineOptions(precision="fp16", max_batch=2, dla_core=1), cuda=platform.cuda)
+    TensorRTBackend(built.path, cuda=platform.cuda).infer(np.zeros((1, 64, 64, 3), np.uint8))
+    touched = {tuple(t.split(".", 1)) if "." in t else (t, None) for t in platform.touched}
+    assert {("IBuilderConfig", "DLA_core"), ("Runtime", "DLA_core"), ("DeviceType", "DLA")} <= touched
+    if version.startswith("11"):
+        assert ("OnnxParser", "set_flag") in touched and ("OnnxParserFlag", "ADJUST_FOR_DLA") in touched
+    missing = sorted(t for t in touched if not member_exists(load_api(version), *t))
+    assert not missing, f"TensorRT {version} lacks {missing}"

@@ -55,8 +55,11 @@ class TensorRTBackend:
 
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        if engine_key(info).version_compatible:
+        key = engine_key(info)
+        if key.version_compatible:
             self._runtime.engine_host_code_allowed = True  # the plan carries its own lean runtime
+        if key.dla_core is not None:
+            self._runtime.DLA_core = key.dla_core
         self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise RuntimeError(f"TensorRT could not deserialize {path} (see its log above); rebuild it with "
