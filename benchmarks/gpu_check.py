@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MVTec-layout folder with a test split")
     p.add_argument("--bundle", type=Path, help="an existing bundle (default: train a short one on --data)")
     p.add_argument("--work", type=Path, default=Path("runs/gpu_check"), help="where the trained bundle goes")
-    p.add_argument("--steps", type=int, default=1500, help="training steps of that bundle")
+    p.add_argument("--steps", type=int, default=1000, help="training steps of that bundle (kept short: < 10 min in all)")
     p.add_argument("--large-batch", type=int, default=64)
     p.add_argument("--iters", type=int, default=50, help="timed calls at batch 1")
     p.add_argument("--out", type=Path, help="JSON report (default benchmarks/results/gpu_check-<gpu>.json)")

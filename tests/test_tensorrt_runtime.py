@@ -302,3 +302,25 @@ def test_dfr_infer_runs_an_engine(engine, monkeypatch, tiny_data, tmp_path):
     assert main([str(engine), str(tiny_data / "test" / "good"), "--out", str(out), "--batch-size", "2"]) == 0
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(results) == 4 and all(np.isfinite(r["score"]) for r in results)
+
+
+@pytest.mark.gpu
+def test_real_tensorrt_engine_matches_onnx_runtime(tmp_path, tiny_onnx):
+    """On a machine with TensorRT and a GPU: build the tiny FP32 engine for real and compare."""
+    pytest.importorskip("tensorrt")
+    try:
+        cuda = load_cuda()
+    except (ImportError, RuntimeError) as exc:
+        pytest.skip(f"no usable CUDA binding/GPU: {exc}")
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_onnx.parent, bundle)
+    path = build_engine(bundle, EngineOptions(precision="fp32", max_batch=4), cuda=cuda).path
+    backend = TensorRTBackend(path, cuda=cuda, cuda_graphs=True, time_gpu=True)
+    batch = images(3)
+    ref_map, ref_score = reference(path, batch)
+    for _ in range(2):  # the second call replays the captured graph
+        amap, score = backend.infer(batch)
+        assert np.abs(amap - ref_map).max() <= 1e-3 * (ref_map.max() - ref_map.min())
+        np.testing.assert_allclose(score, ref_score, rtol=1e-3, atol=1e-5)
+    assert backend.last_gpu_ms is not None
+    backend.close()

@@ -19,7 +19,7 @@ import numpy as np
 
 from dfr_edge.runtime.cuda import CudaApi, CudaGraphUnsupported, load_cuda
 from dfr_edge.runtime.tensorrt import import_tensorrt
-from dfr_edge.runtime.tensorrt.engine_info import check_compatible, engine_key, read_sidecar
+from dfr_edge.runtime.tensorrt.engine_info import check_compatible, engine_key, read_sidecar, rebuild_command
 
 log = logging.getLogger(__name__)
 INPUT, OUTPUTS = "image", ("anomaly_map", "score")
@@ -53,17 +53,7 @@ class TensorRTBackend:
         self.cuda_graphs, self.time_gpu = cuda_graphs, time_gpu
         self.last_gpu_ms: float | None = None
 
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        key = engine_key(info)
-        if key.version_compatible:
-            self._runtime.engine_host_code_allowed = True  # the plan carries its own lean runtime
-        if key.dla_core is not None:
-            self._runtime.DLA_core = key.dla_core
-        self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
-        if self.engine is None:
-            raise RuntimeError(f"TensorRT could not deserialize {path} (see its log above); rebuild it with "
-                               f"dfr-export BUNDLE --engine")
+        self.engine = self._deserialize(trt, info)
         self._check_io()
         low, _, high = self.engine.get_tensor_profile_shape(INPUT, 0)
         self.min_batch, self.max_batch = int(low[0]), int(high[0])
@@ -74,6 +64,20 @@ class TensorRTBackend:
         self._graphs: dict[int, object] = {}
         self._no_graph: set[int] = set()
         self._events = (self.cuda.create_event(), self.cuda.create_event()) if time_gpu else None
+
+    def _deserialize(self, trt, info: dict):
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)  # kept alive as long as the engine
+        key = engine_key(info)
+        if key.version_compatible:
+            self._runtime.engine_host_code_allowed = True  # the plan carries its own lean runtime
+        if key.dla_core is not None:
+            self._runtime.DLA_core = key.dla_core
+        engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if engine is None:
+            raise RuntimeError(f"TensorRT could not deserialize {self.path} (see its log above); rebuild it with "
+                               f"{rebuild_command(info)}")
+        return engine
 
     def _check_io(self) -> None:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
