@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torchvision
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dfr_edge import __version__, manifest
@@ -28,6 +29,7 @@ from dfr_edge.atomic import default_mode
 from dfr_edge.backbones import build_backbone
 from dfr_edge.cae import CAE
 from dfr_edge.digest import files_digest
+from dfr_edge.errors import UnusableFileError
 from dfr_edge.model import DFRModel, FeatureExtractor
 from dfr_edge.trainer import TrainResult
 
@@ -143,20 +145,53 @@ def _replace_dir(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def model_from_manifest(meta: dict, backbone_state: dict, cae_state: dict) -> DFRModel:
-    """Rebuild the fused module from a manifest and its two weight sets."""
-    backbone = build_backbone(meta["backbone"]["name"], meta["backbone"]["layers"], weights="random",
-                              mode=meta["backbone"].get("mode") or "faithful")
-    backbone.module.load_state_dict(backbone_state)
+def model_from_manifest(meta: dict, backbone_state: dict, cae_state: dict, bundle: Path = Path(".")) -> DFRModel:
+    """Rebuild the fused module from a manifest and its two weight sets (read from `bundle`, for messages)."""
+    manifest_path = bundle / manifest.MANIFEST_NAME
+    try:
+        backbone = build_backbone(meta["backbone"]["name"], meta["backbone"]["layers"], weights="random",
+                                  mode=meta["backbone"].get("mode") or "faithful")
+    except ValueError as exc:
+        raise manifest.ManifestError(manifest_path, f"backbone: {exc}") from None
+    _load_weights(backbone.module, backbone_state, bundle / BACKBONE_FILE, manifest_path, "backbone.name, backbone.layers")
     size = (meta["input"]["height"], meta["input"]["width"])
     extractor = FeatureExtractor(backbone.module, meta["backbone"]["mean"], meta["backbone"]["std"], size)
     if extractor.channels != meta["features"]["channels"]:
-        raise manifest.ManifestError(
-            f"bundle says C={meta['features']['channels']} but its backbone gives C={extractor.channels}"
-        )
+        raise manifest.ManifestError(manifest_path, f"features.channels is {meta['features']['channels']} but "
+                                     f"the backbone it describes gives {extractor.channels} channels")
     cae = CAE(extractor.channels, meta["cae"]["latent_dim"])
-    cae.load_state_dict(cae_state)
+    _load_weights(cae, cae_state, bundle / CAE_FILE, manifest_path, "features.channels, cae.latent_dim")
     return DFRModel(extractor, cae, meta["head"]["sigma"]).eval()
+
+
+def _load_weights(module: torch.nn.Module, state: dict, weights: Path, manifest_path: Path, fields: str) -> None:
+    """Load `state` into `module`, or say in one line which dfr.json fields disagree with which file."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if not (missing or unexpected or reshaped):
+        module.load_state_dict(state)
+        return
+    if reshaped:
+        key = reshaped[0]
+        example = f"{key} is {list(state[key].shape)} in the file, {list(expected[key].shape)} by dfr.json"
+    else:
+        example = f"{(missing or unexpected)[0]} is {'missing from' if missing else 'extra in'} the file"
+    counts = f"{len(missing)} tensor(s) missing, {len(unexpected)} extra, {len(reshaped)} of another shape"
+    raise manifest.ManifestError(manifest_path, f"{fields} disagree with {weights} ({counts}; e.g. {example})",
+                                 "restore the dfr.json that came with these weights, or retrain with dfr-train")
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; anything else (empty, truncated, a pickle) is refused by name."""
+    if not path.is_file():
+        raise FileNotFoundError(f"bundle {path.parent} is incomplete: {path.name} is missing; retrain with dfr-train")
+    try:
+        return load_file(str(path))
+    except SafetensorError as exc:
+        raise UnusableFileError(path, f"not a readable safetensors file ({exc})",
+                                "the bundle is damaged: copy it again from its source, or retrain with dfr-train") from None
 
 
 def load_bundle(path: Path) -> Bundle:
@@ -164,8 +199,5 @@ def load_bundle(path: Path) -> Bundle:
     if not path.is_dir():
         raise FileNotFoundError(f"bundle {path} does not exist or is not a directory (make one with dfr-train)")
     meta = manifest.read(path / manifest.MANIFEST_NAME)
-    for name in (CAE_FILE, BACKBONE_FILE):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"bundle {path} is incomplete: {name} is missing; retrain with dfr-train")
-    model = model_from_manifest(meta, load_file(str(path / BACKBONE_FILE)), load_file(str(path / CAE_FILE)))
-    return Bundle(path, meta, model)
+    backbone_state, cae_state = read_weights(path / BACKBONE_FILE), read_weights(path / CAE_FILE)
+    return Bundle(path, meta, model_from_manifest(meta, backbone_state, cae_state, path))

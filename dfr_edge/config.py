@@ -7,11 +7,47 @@ always says exactly how it was made.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from dfr_edge import rules
+from dfr_edge.errors import UnusableFileError
+from dfr_edge.rules import kind_problem
+
+
+def _image_size_rule(value: list) -> str | None:
+    if len(value) != 2:
+        return f"must be one number or [height, width] (got {value!r})"
+    return next((f"sides {problem}" for problem in map(rules.image_side, value) if problem), None)
+
+
+# The value rules of each field, shared with dfr.json where the manifest records the same value.
+RULES: dict[str, rules.Rule] = {
+    "image_size": _image_size_rule,
+    "pca_explained": rules.PCA_EXPLAINED,
+    "pca_images": rules.COUNT,
+    "latent_dim": rules.COUNT,
+    "steps": rules.COUNT,
+    "epochs": rules.COUNT,
+    "batch_positions": rules.at_least(2, integer=True),
+    "learning_rate": rules.above(0),
+    "cache_max_gb": rules.at_least(0),
+    "val_fraction": rules.VAL_FRACTION,
+    "sigma": rules.SIGMA,
+    "pixel_fpr": rules.PIXEL_FPR,
+    "image_quantile": rules.IMAGE_QUANTILE,
+}
+
+
+def _kinds(hint: Any) -> tuple[type, ...]:
+    """The classes a type hint allows: `list[str] | str | None` -> (list, str, NoneType)."""
+    parts = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return tuple(typing.get_origin(part) or part for part in parts)
 
 
 @dataclass
@@ -43,25 +79,19 @@ class TrainConfig:
     skip_bad_images: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.image_size, int):
+        if isinstance(self.image_size, int) and not isinstance(self.image_size, bool):
             self.image_size = [self.image_size, self.image_size]
-        self.image_size = [int(v) for v in self.image_size]
-        checks = [
-            (0.0 < self.pca_explained < 1.0, "pca_explained must be in (0, 1)"),
-            (self.pca_images >= 1, "pca_images must be >= 1"),
-            (self.steps >= 1, "steps must be >= 1"),
-            (self.epochs is None or self.epochs >= 1, "epochs must be >= 1"),
-            (self.batch_positions >= 2, "batch_positions must be >= 2"),
-            (self.learning_rate > 0, "learning_rate must be > 0"),
-            (0.0 <= self.val_fraction < 1.0, "val_fraction must be in [0, 1)"),
-            (self.sigma >= 0, "sigma must be >= 0"),
-            (0.0 < self.pixel_fpr < 1.0, "pixel_fpr must be in (0, 1)"),
-            (0.0 < self.image_quantile <= 1.0, "image_quantile must be in (0, 1]"),
-            (len(self.image_size) == 2, "image_size must be one number or [height, width]"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"invalid configuration: {message}")
+        hints = typing.get_type_hints(type(self))
+        problems = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            problem = kind_problem(value, _kinds(hints[f.name]))
+            if problem is None and value is not None and f.name in RULES:
+                problem = RULES[f.name](value)
+            if problem:
+                problems.append(f"{f.name} {problem}")
+        if problems:
+            raise ValueError(f"invalid configuration: {'; '.join(problems)}")
 
     @property
     def height_width(self) -> tuple[int, int]:
@@ -75,7 +105,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown configuration key(s) {unknown}; known keys: {sorted(known)}")
+            raise ValueError(f"unknown configuration key(s) {unknown}; known keys: {', '.join(sorted(known))}")
         return cls(**values)
 
 
@@ -83,12 +113,29 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> TrainConfig:
     """YAML file (optional) then CLI overrides (None values mean 'not given')."""
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"config file {path} must hold a mapping of keys to values")
-        values.update(loaded)
+        values.update(read_config_file(Path(path)))
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig.from_dict(values)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The file's keys, checked on their own so that a bad value is blamed on the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    remedy = "fix it (keys and values as in a bundle's config.yaml) or leave out --config"
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:  # syntax errors, and tags such as !!python/object that safe_load refuses
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UnusableFileError(path, f"not valid YAML{where} ({problem})", remedy) from None
+    except UnicodeDecodeError:
+        raise UnusableFileError(path, "not a text file", remedy) from None
+    if not isinstance(loaded, dict):
+        raise UnusableFileError(path, "must hold a mapping of keys to values", remedy)
+    try:
+        TrainConfig.from_dict(loaded)
+    except ValueError as exc:
+        raise UnusableFileError(path, str(exc), remedy) from None
+    return loaded

@@ -8,46 +8,63 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from dfr_edge import rules
 from dfr_edge.atomic import atomic_path
+from dfr_edge.errors import UnusableFileError
 
 SCHEMA = "dfr-edge/bundle"
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "dfr.json"
 ONNX_METADATA_KEY = "dfr.json"
 
-# (dotted path, expected type(s)) that every valid manifest has.
-REQUIRED: tuple[tuple[str, type | tuple[type, ...]], ...] = (
-    ("schema", str),
-    ("schema_version", int),
-    ("backbone.name", str),
-    ("backbone.layers", list),
-    ("backbone.weights.source", str),
-    ("backbone.mean", list),
-    ("backbone.std", list),
-    ("input.height", int),
-    ("input.width", int),
-    ("input.dtype", str),
-    ("input.color", str),
-    ("input.layout", str),
-    ("features.channels", int),
-    ("cae.latent_dim", int),
-    ("head.sigma", (int, float)),
-    ("thresholds.pixel", (int, float)),
-    ("thresholds.image", (int, float)),
-    ("thresholds.pixel_fpr", (int, float)),
-    ("thresholds.image_quantile", (int, float)),
-    ("normal_stats.score_mean", (int, float)),
-    ("training.count", int),
-    ("training.hash", str),
-    ("versions.dfr_edge", str),
-    ("config", dict),
+class Field(NamedTuple):
+    """One value every valid manifest has: where it sits, its type(s), and the rule it obeys."""
+
+    path: str  # dotted, e.g. "input.height"
+    kinds: tuple[type, ...]
+    rule: rules.Rule | None = None
+
+
+# Everything the runtime, evaluation and export read, held to the rules dfr-train applies (rules.py).
+FIELDS: tuple[Field, ...] = (
+    Field("schema", (str,)),
+    Field("schema_version", (int,), rules.COUNT),
+    Field("backbone.name", (str,)),
+    Field("backbone.layers", (list,)),
+    Field("backbone.weights.source", (str,)),
+    Field("backbone.mean", (list,), rules.channel_values),
+    Field("backbone.std", (list,), rules.channel_values),
+    Field("input.height", (int,), rules.image_side),
+    Field("input.width", (int,), rules.image_side),
+    Field("input.dtype", (str,), rules.one_of("uint8")),
+    Field("input.color", (str,), rules.one_of("BGR")),
+    Field("input.layout", (str,), rules.one_of("NHWC")),
+    Field("features.channels", (int,), rules.COUNT),
+    Field("cae.latent_dim", (int,), rules.COUNT),
+    Field("head.sigma", rules.NUMBER, rules.SIGMA),
+    Field("thresholds.pixel", rules.NUMBER, rules.finite),
+    Field("thresholds.image", rules.NUMBER, rules.finite),
+    Field("thresholds.pixel_fpr", rules.NUMBER, rules.PIXEL_FPR),
+    Field("thresholds.image_quantile", rules.NUMBER, rules.IMAGE_QUANTILE),
+    Field("normal_stats.score_mean", rules.NUMBER, rules.finite),
+    Field("normal_stats.pixel_median", rules.NUMBER, rules.finite),
+    Field("training.data", (str,)),
+    Field("training.count", (int,), rules.COUNT),
+    Field("training.hash", (str,)),
+    Field("versions.dfr_edge", (str,)),
+    Field("config", (dict,)),
 )
 
+REMEDY = "restore the dfr.json that dfr-train wrote (or retrain with dfr-train and export again)"
 
-class ManifestError(ValueError):
+
+class ManifestError(UnusableFileError):
     """dfr.json is missing, malformed, or from an incompatible version; the message says which."""
+
+    def __init__(self, path: Path | str, problem: str, remedy: str = REMEDY) -> None:
+        super().__init__(path, problem, remedy)
 
 
 def _lookup(manifest: dict, dotted: str) -> Any:
@@ -59,46 +76,55 @@ def _lookup(manifest: dict, dotted: str) -> Any:
     return node
 
 
-def validate(manifest: Any, source: str = "dfr.json") -> dict:
-    """Check schema name, version and required fields; returns the manifest unchanged."""
-    if not isinstance(manifest, dict):
-        raise ManifestError(f"{source}: expected a JSON object")
-    if manifest.get("schema") != SCHEMA:
-        raise ManifestError(f"{source}: not a dfr-edge manifest (schema {manifest.get('schema')!r})")
-    version = manifest.get("schema_version")
-    if not isinstance(version, int):
-        raise ManifestError(f"{source}: schema_version missing or not an integer")
-    if version > SCHEMA_VERSION:
-        raise ManifestError(
-            f"{source}: written by a newer dfr-edge (schema version {version}, this one reads up to "
-            f"{SCHEMA_VERSION}); upgrade dfr-edge to use it"
-        )
-    problems = []
-    for dotted, kind in REQUIRED:
+def problems(manifest: dict) -> list[str]:
+    """What is missing or wrong in a manifest, one entry per field."""
+    found = []
+    for field in FIELDS:
         try:
-            value = _lookup(manifest, dotted)
+            value = _lookup(manifest, field.path)
         except KeyError:
-            problems.append(f"missing {dotted}")
+            found.append(f"missing {field.path}")
             continue
-        if not isinstance(value, kind) or isinstance(value, bool):
-            problems.append(f"{dotted} has the wrong type ({type(value).__name__})")
-    if problems:
-        raise ManifestError(f"{source}: invalid manifest: " + "; ".join(problems))
+        problem = rules.kind_problem(value, field.kinds) or (field.rule(value) if field.rule else None)
+        if problem:
+            found.append(f"{field.path} {problem}")
+    return found
+
+
+def validate(manifest: Any, source: str = "dfr.json", remedy: str = REMEDY) -> dict:
+    """Check schema name, version and every field; returns the manifest unchanged."""
+    if not isinstance(manifest, dict):
+        raise ManifestError(source, "expected a JSON object", remedy)
+    if manifest.get("schema") != SCHEMA:
+        raise ManifestError(source, f"not a dfr-edge manifest (schema {manifest.get('schema')!r})",
+                            "point to a bundle made by dfr-train or a model made by dfr-export")
+    version = manifest.get("schema_version")
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise ManifestError(source, f"written by a newer dfr-edge (schema version {version}, this one reads up to "
+                            f"{SCHEMA_VERSION})", "upgrade dfr-edge to use it")
+    found = problems(manifest)
+    if found:
+        raise ManifestError(source, "invalid manifest: " + "; ".join(found), remedy)
     return manifest
 
 
-def loads(text: str, source: str = "dfr.json") -> dict:
+def loads(text: str, source: str = "dfr.json", remedy: str = REMEDY) -> dict:
     try:
-        return validate(json.loads(text), source)
+        manifest = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ManifestError(f"{source}: not valid JSON ({exc})") from exc
+        raise ManifestError(source, f"not valid JSON ({exc})", remedy) from None
+    return validate(manifest, source, remedy)
 
 
 def read(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"{path} does not exist: not a dfr-edge bundle (train one with dfr-train)")
-    return loads(path.read_text(), str(path))
+        raise ManifestError(path, "does not exist: not a dfr-edge bundle", "train one with dfr-train")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ManifestError(path, "not a text file") from None
+    return loads(text, str(path))
 
 
 def dumps(manifest: dict) -> str:

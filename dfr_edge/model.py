@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfr_edge import rules
 from dfr_edge.cae import CAE
 from dfr_edge.features import POOL, RegionalFeatures
 
@@ -107,5 +108,5 @@ class DFRModel(nn.Module):
 def check_image_size(height: int, width: int) -> None:
     """Every backbone here downsamples by at most 32 and needs even stride-2 inputs."""
     for side in (height, width):
-        if side < 32 or side % 32:
+        if rules.image_side(side):
             raise ValueError(f"image size {height}x{width}: each side must be a multiple of 32 (e.g. 256)")

@@ -11,8 +11,13 @@ from dfr_edge.manifest import write_text_atomic
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Columns padded to fit; a float prints as given, with at most 4 decimals (round it for fewer)."""
+
     def cell(value: Any) -> str:
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
+        if not isinstance(value, float):
+            return str(value)
+        text = f"{value:.4f}"
+        return text.rstrip("0").rstrip(".") if "." in text else text
 
     cells = [[cell(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]

@@ -163,8 +163,9 @@ def train(config: TrainConfig, dataset: Dataset) -> TrainResult:
     height, width = config.height_width
     check_image_size(height, width)
     train_paths, val_paths = split_train_val(dataset.train, config.val_fraction, config.seed)
-    loaded = load_images(train_paths, height, width, skip_bad=config.skip_bad_images)
-    loaded_val = load_images(val_paths, height, width, skip_bad=config.skip_bad_images) if val_paths else None
+    remedy = "remove it or pass --skip-bad-images"
+    loaded = load_images(train_paths, height, width, skip_bad=config.skip_bad_images, remedy=remedy)
+    loaded_val = load_images(val_paths, height, width, skip_bad=config.skip_bad_images, remedy=remedy) if val_paths else None
     skipped = loaded.skipped + (loaded_val.skipped if loaded_val else [])
     for path, reason in skipped:
         log.warning("skipped %s: %s", path, reason)

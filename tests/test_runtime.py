@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 
@@ -232,12 +231,12 @@ def test_thresholds_default_to_the_manifest(backend, photo, test_images):
 
 def test_threshold_overrides(backend, photo, test_images):
     frames = [photo, *test_images]
-    for detection in load_detector(backend.path, pixel_threshold=math.inf).detect(frames):
+    for detection in load_detector(backend.path, pixel_threshold=1e30).detect(frames):
         assert not detection.mask.any() and detection.boxes == []
-    assert all(d.anomalous for d in load_detector(backend.path, image_threshold=-math.inf).detect(frames))
-    assert not any(d.anomalous for d in Detector(backend, image_threshold=math.inf).detect(frames))
+    assert all(d.anomalous for d in load_detector(backend.path, image_threshold=-1e30).detect(frames))
+    assert not any(d.anomalous for d in Detector(backend, image_threshold=1e30).detect(frames))
     # pixel threshold below every score: the whole frame is one region with the map's peak
-    everything = Detector(backend, pixel_threshold=-math.inf).detect([photo])[0]
+    everything = Detector(backend, pixel_threshold=-1e30).detect([photo])[0]
     assert everything.mask.all()
     assert everything.boxes == [Box(0, 0, photo.shape[1], photo.shape[0], photo.shape[0] * photo.shape[1],
                                     float(everything.anomaly_map.max()))]

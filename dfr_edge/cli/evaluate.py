@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from dfr_edge.cli.common import run_main
+from dfr_edge.cli.common import check_writable, positive_int, run_main
 from dfr_edge.report import format_table, write_json
 
 
@@ -15,7 +16,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="MVTec-layout category folder with test/")
     p.add_argument("--json", type=Path, help="write metrics as JSON here")
     p.add_argument("--overlays", type=Path, help="write heat-map overlays of sample test images here")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--provider", default="cpu", help="ONNX Runtime provider for .onnx files: cpu, cuda, tensorrt")
     return p
 
@@ -35,6 +36,16 @@ def load_predictor(model: Path, provider: str):
     return detector.infer, detector.backend.manifest, f"{variant} ({detector.backend.name})"
 
 
+def can_record_metrics(manifest_path: Path) -> bool:
+    """A read-only bundle is still evaluated; it just cannot keep the metrics (said before the work)."""
+    try:
+        check_writable(manifest_path)
+    except OSError as exc:
+        print(f"warning: metrics will not be recorded in {manifest_path} ({exc.strerror})", file=sys.stderr)
+        return False
+    return True
+
+
 @run_main
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
@@ -42,9 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     from dfr_edge.data.mvtec import load_test_arrays, open_dataset, require_test_set
     from dfr_edge.evaluate import evaluate, write_overlays
 
+    for target, folder in ((args.json, False), (args.overlays, True)):  # refused before the long work
+        if target is not None:
+            check_writable(target, folder=folder)
     dataset = open_dataset(args.data)
     require_test_set(dataset)
     predict, meta, description = load_predictor(args.model, args.provider)
+    record = args.model.is_dir() and can_record_metrics(args.model / manifest_io.MANIFEST_NAME)
     test = load_test_arrays(dataset, meta["input"]["height"], meta["input"]["width"])
     result = evaluate(predict, test, args.batch_size)
     summary = {"model": str(args.model), "runs_as": description, "data": str(args.data), **result.summary()}
@@ -52,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(["model", "runs as", "images", "image AUROC", "pixel AUROC", "PRO (FPR<=0.3)", "ms/image"],
                        [[str(args.model), description, len(test.images), m.image_auroc, m.pixel_auroc, m.pro,
                          round(result.ms_per_image, 1)]]))
-    if args.model.is_dir():  # the bundle records how it scored, and on what
+    if record:  # the bundle records how it scored, and on what
         manifest_io.update(args.model / manifest_io.MANIFEST_NAME,
                            metrics={**m.to_dict(), "data": str(Path(args.data).resolve()), "images": len(test.images)})
     if args.json:

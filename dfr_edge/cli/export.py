@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dfr_edge.cli.common import run_main
+from dfr_edge.cli.common import finite_float, positive_int, run_main
 from dfr_edge.report import format_table
 
 
@@ -17,10 +17,10 @@ def parser() -> argparse.ArgumentParser:
                    help="also write model.int8.onnx (TensorRT Q/DQ) and model.int8-cpu.onnx (ONNX Runtime CPU)")
     p.add_argument("--calib", type=Path, help="normal images for INT8 calibration (default: the bundle's training data)")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
-    p.add_argument("--calib-count", type=int, default=256, help="calibration images (seeded sample)")
+    p.add_argument("--calib-count", type=positive_int, default=256, help="calibration images (seeded sample)")
     p.add_argument("--calib-seed", type=int, default=0)
     p.add_argument("--eval", type=Path, dest="eval_data", help="MVTec-layout folder: accuracy of every variant vs FP32")
-    p.add_argument("--max-drop", type=float, help="fail a variant that loses more than this (AUROCs, PRO) vs FP32")
+    p.add_argument("--max-drop", type=finite_float, help="fail a variant that loses more than this (AUROCs, PRO) vs FP32")
     p.add_argument("--force", action="store_true", help="replace existing exported files")
     engine = p.add_argument_group("TensorRT engine (built on this machine's GPU; the ONNX variant is exported "
                                   "first if missing)")

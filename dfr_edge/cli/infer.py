@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dfr_edge.cli.common import run_main
+from dfr_edge.cli.common import finite_float, positive_int, run_main
 
 EXIT_SOME_FAILED = 1
 
@@ -19,13 +19,13 @@ EXIT_SOME_FAILED = 1
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dfr-infer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", type=Path, help="exported .onnx file (any variant)")
+    p.add_argument("model", type=Path, help="exported .onnx file (any variant), or a bundle folder: its best one here")
     p.add_argument("inputs", nargs="+", help="image files, folders, glob patterns or video files")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--provider", default="cpu", help="cpu, cuda or tensorrt (ONNX Runtime execution provider)")
-    p.add_argument("--pixel-threshold", type=float, help="override the model's pixel threshold")
-    p.add_argument("--image-threshold", type=float, help="override the model's image threshold")
+    p.add_argument("--pixel-threshold", type=finite_float, help="override the model's pixel threshold")
+    p.add_argument("--image-threshold", type=finite_float, help="override the model's image threshold")
     p.add_argument("--no-images", action="store_true", help="write only results.jsonl (no overlays or masks)")
     return p
 
@@ -50,8 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     from dfr_edge.runtime.sources import expand_inputs, frame_count, iter_items
     from dfr_edge.runtime.writer import ResultWriter
 
-    if args.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1")
     detector = load_detector(args.model, provider=args.provider, pixel_threshold=args.pixel_threshold,
                              image_threshold=args.image_threshold, max_batch=args.batch_size)
     expanded = expand_inputs(args.inputs)

@@ -13,16 +13,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dfr_edge.errors import UnusableFileError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# What every command can do about an unreadable image; a command with a skip option passes its own advice.
+IMAGE_REMEDY = "replace it with a readable image or remove it"
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UnusableFileError):
     """A file that should be an image or mask but cannot be used; `.path` names it for reports."""
 
     def __init__(self, path: Path, reason: str, remedy: str, kind: str = "image") -> None:
-        self.path = Path(path)
+        super().__init__(path, f"cannot read {kind}: {reason}", remedy)
         self.reason = reason
-        super().__init__(f"cannot read {kind} {path}: {reason}; {remedy}")
 
 
 def _decode(path: Path, kind: str, remedy: str) -> np.ndarray:
@@ -44,10 +47,9 @@ def _decode(path: Path, kind: str, remedy: str) -> np.ndarray:
     return decoded
 
 
-def read_image(path: Path | str) -> np.ndarray:
+def read_image(path: Path | str, remedy: str = IMAGE_REMEDY) -> np.ndarray:
     """Read any common image file as uint8 HxWx3 BGR (grey is replicated, alpha dropped)."""
     path = Path(path)
-    remedy = "remove it or pass --skip-bad-images"
     img = _decode(path, "image", remedy)
     if img.dtype == np.uint16:
         img = np.rint(img / 257.0).astype(np.uint8)
@@ -110,13 +112,13 @@ class LoadedImages:
 
 
 def load_images(
-    paths: Iterable[Path | str], height: int, width: int, *, skip_bad: bool = False
+    paths: Iterable[Path | str], height: int, width: int, *, skip_bad: bool = False, remedy: str = IMAGE_REMEDY
 ) -> LoadedImages:
     """Read and resize images into one array; with `skip_bad`, unreadable files are reported, not fatal."""
     images, loaded, skipped = [], [], []
     for path in map(Path, paths):
         try:
-            img = read_image(path)
+            img = read_image(path, remedy)
         except ImageReadError as err:
             if not skip_bad:
                 raise

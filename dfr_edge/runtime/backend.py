@@ -7,20 +7,47 @@ lazily, so the runtime works on a box that has only one of them.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from dfr_edge.errors import UnusableFileError
+
+log = logging.getLogger(__name__)
+
+# The exported files of a bundle (dfr-export's names) in order of preference per provider: on a CPU
+# the QOperator INT8 graph is the fastest, on a GPU FP16 or the Q/DQ INT8 graph; FP32 runs anywhere.
+PREFERRED_MODELS = {
+    "cpu": ("model.int8-cpu.onnx", "model.onnx", "model.fp16.onnx", "model.int8.onnx"),
+    "cuda": ("model.fp16.onnx", "model.onnx", "model.int8-cpu.onnx", "model.int8.onnx"),
+    "tensorrt": ("model.int8.onnx", "model.fp16.onnx", "model.onnx", "model.int8-cpu.onnx"),
+}
+
 
 class Backend(Protocol):
     name: str  # e.g. "onnxruntime:CPUExecutionProvider"
+    path: Path  # the model file it runs
     manifest: dict  # dfr.json of the model
     export_info: dict  # how the artefact was made (variant, precision, calibration)
     height: int
     width: int
+    max_batch: int  # most images per `infer` call; callers chunk larger batches
 
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def pick_model(bundle: Path, provider: str = "cpu") -> Path:
+    """The best exported model of a bundle folder for this provider (see PREFERRED_MODELS): what the
+    lean runtime runs when given a bundle (`load_backend(bundle)` itself runs the torch module)."""
+    order = PREFERRED_MODELS.get(provider, PREFERRED_MODELS["cpu"])
+    for name in order:
+        if (bundle / name).is_file():
+            log.info("%s: running %s, the best exported model here for provider %s", bundle, name, provider)
+            return bundle / name
+    raise UnusableFileError(bundle, f"is a folder without an exported model (none of {', '.join(order)})",
+                            f"export one with `dfr-export {bundle}`, or give the .onnx file itself")
 
 
 def load_backend(path: Path | str, **options: Any) -> Backend:

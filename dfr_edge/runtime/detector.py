@@ -6,6 +6,7 @@ overridden at run time, because the right operating point is a production decisi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -27,26 +28,43 @@ class Detection:
     boxes: list[Box] = field(default_factory=list)
 
 
-def as_bgr(frame: np.ndarray) -> np.ndarray:
-    """uint8 H x W x 3 BGR from a BGR, grey (H x W or H x W x 1) or BGRA frame."""
+def as_bgr(frame: np.ndarray, index: int = 0) -> np.ndarray:
+    """uint8 H x W x 3 BGR from a BGR, grey (H x W or H x W x 1) or BGRA frame; `index` names it in errors."""
+    if not isinstance(frame, np.ndarray):
+        raise ValueError(f"frame {index} is {type(frame).__name__}, not an image array (did a camera read or "
+                         f"cv2.imread fail?)")
     if frame.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 images, got {frame.dtype}")
+        raise ValueError(f"frames must be uint8 images, got {frame.dtype} (frame {index})")
+    if frame.ndim in (2, 3) and 0 in frame.shape[:2]:
+        raise ValueError(f"frame {index} is empty ({frame.shape[1]} x {frame.shape[0]} pixels)")
     if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
         return cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2BGR)
     if frame.ndim == 3 and frame.shape[2] == 4:
         return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
     if frame.ndim == 3 and frame.shape[2] == 3:
         return frame
-    raise ValueError(f"frames must be H x W x 3 BGR (or grey), got shape {frame.shape}")
+    raise ValueError(f"frames must be H x W x 3 BGR (or grey), got shape {frame.shape} (frame {index})")
+
+
+def finite_threshold(name: str, value: float) -> float:
+    """A NaN threshold flags nothing and an infinite one everything or nothing: refuse both."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return value
 
 
 class Detector:
+    """Thresholded detections on frames of any size, in chunks of at most `backend.max_batch` frames."""
+
     def __init__(self, backend: Backend, pixel_threshold: float | None = None,
                  image_threshold: float | None = None, min_region_area: int = 1):
         self.backend = backend
         thresholds = backend.manifest["thresholds"]
-        self.pixel_threshold = float(thresholds["pixel"] if pixel_threshold is None else pixel_threshold)
-        self.image_threshold = float(thresholds["image"] if image_threshold is None else image_threshold)
+        self.pixel_threshold = finite_threshold(
+            "pixel threshold", thresholds["pixel"] if pixel_threshold is None else pixel_threshold)
+        self.image_threshold = finite_threshold(
+            "image threshold", thresholds["image"] if image_threshold is None else image_threshold)
         self.min_region_area = min_region_area
         self.normal_level = float(backend.manifest["normal_stats"]["pixel_median"])
 
@@ -54,18 +72,31 @@ class Detector:
     def size(self) -> tuple[int, int]:
         return self.backend.height, self.backend.width
 
+    def _chunks(self, count: int) -> range:
+        return range(0, count, self.backend.max_batch)
+
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw model output for images already at the model size (evaluation, benchmarks)."""
-        return self.backend.infer(images)
+        if len(images) == 0:
+            raise ValueError("no images to infer")
+        parts = [self.backend.infer(images[i : i + self.backend.max_batch]) for i in self._chunks(len(images))]
+        return np.concatenate([m for m, _ in parts]), np.concatenate([s for _, s in parts])
 
-    def detect(self, frames: Sequence[np.ndarray]) -> list[Detection]:
-        """One batch of frames of any size; maps and boxes come back in each frame's pixels."""
-        frames = [as_bgr(f) for f in frames]
-        if not frames:
-            return []
-        batch = np.stack([resize_image(f, *self.size) for f in frames])
-        maps, scores = self.backend.infer(batch)
-        return [self._decide(frame, amap, float(score)) for frame, amap, score in zip(frames, maps, scores)]
+    def detect(self, frames: np.ndarray | Sequence[np.ndarray]) -> Detection | list[Detection]:
+        """Detections for frames of any size; maps and boxes come back in each frame's pixels.
+
+        One frame (an H x W x C or H x W array) gives one Detection; a sequence of frames, or an
+        N x H x W x C array, gives a list. A grey batch must be a sequence: a 3-D array is one frame.
+        """
+        if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
+            return self.detect([frames])[0]
+        frames = [as_bgr(f, i) for i, f in enumerate(frames)]
+        detections = []
+        for start in self._chunks(len(frames)):  # bounded memory: one chunk resized and in flight at a time
+            chunk = frames[start : start + self.backend.max_batch]
+            maps, scores = self.backend.infer(np.stack([resize_image(f, *self.size) for f in chunk]))
+            detections.extend(self._decide(f, amap, float(score)) for f, amap, score in zip(chunk, maps, scores))
+        return detections
 
     def _decide(self, frame: np.ndarray, amap: np.ndarray, score: float) -> Detection:
         if amap.shape != frame.shape[:2]:

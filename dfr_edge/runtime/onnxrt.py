@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from dfr_edge import manifest as manifest_io
+from dfr_edge.errors import UnusableFileError
 
 EXPORT_INFO_KEY = "dfr.export"
+DEFAULT_MAX_BATCH = 8  # frames per inference call: bounds memory on CPU, the TensorRT profile's maximum
 PROVIDER_NAMES = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -54,7 +56,9 @@ def provider_list(provider: str, *, cache_dir: Path | None, height: int, width: 
 
 class OnnxRuntimeBackend:
     def __init__(self, path: Path, provider: str = "cpu", threads: int | None = None,
-                 cache_dir: Path | None = None, max_batch: int = 8, device_id: int = 0):
+                 cache_dir: Path | None = None, max_batch: int = DEFAULT_MAX_BATCH, device_id: int = 0):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         ort = _import_ort()
         available = ort.get_available_providers()
         if provider not in PROVIDER_NAMES:
@@ -74,7 +78,12 @@ class OnnxRuntimeBackend:
                 options.intra_op_num_threads = threads
             return ort.InferenceSession(str(path), options, providers=providers)
 
-        cpu = session(["CPUExecutionProvider"], optimize=provider == "cpu")
+        try:  # the CPU session only reads the file: if it fails, the file is the problem
+            cpu = session(["CPUExecutionProvider"], optimize=provider == "cpu")
+        except _load_errors(ort) as exc:
+            reason = " ".join(str(exc).split()).split("failed:")[-1]
+            raise UnusableFileError(path, f"not a loadable ONNX model ({reason})",
+                                    "use a model.*.onnx file written by dfr-export, or export again") from None
         self.manifest, self.export_info = read_metadata(cpu, path)
         self.height, self.width = self.manifest["input"]["height"], self.manifest["input"]["width"]
         if provider == "cpu":
@@ -86,6 +95,7 @@ class OnnxRuntimeBackend:
                                                  width=self.width, max_batch=max_batch, device_id=device_id))
         self.name = f"onnxruntime:{self.session.get_providers()[0]}"
         self.path = Path(path)
+        self.max_batch = max_batch
 
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (self.height, self.width, 3):
@@ -97,11 +107,25 @@ class OnnxRuntimeBackend:
         return amap, score
 
 
+def _load_errors(ort) -> tuple[type[Exception], ...]:
+    """What ONNX Runtime raises for a file it cannot load (its own classes, not Python's)."""
+    state = ort.capi.onnxruntime_pybind11_state
+    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel", "NoSuchFile", "NotImplemented",
+             "RuntimeException")
+    return tuple(getattr(state, name) for name in names if hasattr(state, name))
+
+
 def read_metadata(session, path: Path) -> tuple[dict, dict]:
     """dfr.json and the export record embedded in an exported model's metadata."""
     props = session.get_modelmeta().custom_metadata_map
     if manifest_io.ONNX_METADATA_KEY not in props:
-        raise manifest_io.ManifestError(f"{path} carries no dfr.json metadata: was it made by dfr-export?")
-    meta = manifest_io.loads(props[manifest_io.ONNX_METADATA_KEY], f"{path} metadata")
-    export_info = json.loads(props.get(EXPORT_INFO_KEY, "{}"))
+        raise manifest_io.ManifestError(path, "carries no dfr.json metadata",
+                                        "use a model made by dfr-export (other ONNX files do not say how to threshold)")
+    remedy = "export the model again with dfr-export"
+    meta = manifest_io.loads(props[manifest_io.ONNX_METADATA_KEY], f"{path} metadata", remedy)
+    try:
+        export_info = json.loads(props.get(EXPORT_INFO_KEY, "{}"))
+    except json.JSONDecodeError as exc:
+        raise manifest_io.ManifestError(path, f"its {EXPORT_INFO_KEY} metadata is not valid JSON ({exc})",
+                                        remedy) from None
     return meta, export_info
