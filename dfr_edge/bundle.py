@@ -153,7 +153,8 @@ def model_from_manifest(meta: dict, backbone_state: dict, cae_state: dict, bundl
                                   mode=meta["backbone"].get("mode") or "faithful")
     except ValueError as exc:
         raise manifest.ManifestError(manifest_path, f"backbone: {exc}") from None
-    _load_weights(backbone.module, backbone_state, bundle / BACKBONE_FILE, manifest_path, "backbone.name, backbone.layers")
+    _load_weights(backbone.module, backbone_state, bundle / BACKBONE_FILE, manifest_path,
+                  "backbone.name, backbone.layers")
     size = (meta["input"]["height"], meta["input"]["width"])
     extractor = FeatureExtractor(backbone.module, meta["backbone"]["mean"], meta["backbone"]["std"], size)
     if extractor.channels != meta["features"]["channels"]:
@@ -190,8 +191,8 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except SafetensorError as exc:
-        raise UnusableFileError(path, f"not a readable safetensors file ({exc})",
-                                "the bundle is damaged: copy it again from its source, or retrain with dfr-train") from None
+        raise UnusableFileError(path, f"not a readable safetensors file ({exc})", "the bundle is damaged: "
+                                "copy it again from its source, or retrain with dfr-train") from None
 
 
 def load_bundle(path: Path) -> Bundle:

@@ -163,9 +163,9 @@ def train(config: TrainConfig, dataset: Dataset) -> TrainResult:
     height, width = config.height_width
     check_image_size(height, width)
     train_paths, val_paths = split_train_val(dataset.train, config.val_fraction, config.seed)
-    remedy = "remove it or pass --skip-bad-images"
-    loaded = load_images(train_paths, height, width, skip_bad=config.skip_bad_images, remedy=remedy)
-    loaded_val = load_images(val_paths, height, width, skip_bad=config.skip_bad_images, remedy=remedy) if val_paths else None
+    skip, remedy = config.skip_bad_images, "remove it or pass --skip-bad-images"
+    loaded = load_images(train_paths, height, width, skip_bad=skip, remedy=remedy)
+    loaded_val = load_images(val_paths, height, width, skip_bad=skip, remedy=remedy) if val_paths else None
     skipped = loaded.skipped + (loaded_val.skipped if loaded_val else [])
     for path, reason in skipped:
         log.warning("skipped %s: %s", path, reason)

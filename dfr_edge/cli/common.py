@@ -16,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 EXIT_USAGE = 2
 
@@ -29,8 +30,9 @@ OS_REMEDIES = {
     errno.ENOSPC: "the disk is full: free some space and run again",
     errno.EDQUOT: "the disk quota is exhausted: free some space and run again",
     errno.ENOENT: "check the path",
-    errno.ENOTDIR: "a part of the path is a file, not a folder: check the path",
-    errno.EISDIR: "it is a folder: give a file name",
+    errno.ENOTDIR: "check the path",
+    errno.EISDIR: "give a file name, not a folder",
+    errno.EEXIST: "something is already there: choose another path",
 }
 
 
@@ -75,6 +77,13 @@ def _error(message: str) -> int:
     return EXIT_USAGE
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the commands' error format: one `error:` line, exit 2 (the usage stays in --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (batch sizes, counts)."""
     try:
@@ -101,11 +110,14 @@ def check_writable(path: Path, *, folder: bool = False) -> None:
     """Fail before the long work, not after it, when an output cannot be written there."""
     path = Path(path)
     if not folder and path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+        raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
     target = path if folder else path.parent
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(existing))
     try:
         target.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=target):
             pass
     except OSError as exc:
-        raise OSError(exc.errno, f"cannot write here ({exc.strerror})", str(path)) from None
+        raise OSError(exc.errno, f"cannot write there ({exc.strerror})", str(path)) from None

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dfr_edge.cli.common import run_main
+from dfr_edge.cli.common import ArgumentParser, run_main
 from dfr_edge.report import format_table
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dfr-demo", description=__doc__)
+    p = ArgumentParser(prog="dfr-demo", description=__doc__)
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="working folder (default runs/demo)")
     p.add_argument("--texture", default="brick", help="brick (default), grass or gravel")
     p.add_argument("--seed", type=int, default=0)

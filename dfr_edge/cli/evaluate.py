@@ -6,12 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from dfr_edge.cli.common import check_writable, positive_int, run_main
+from dfr_edge.cli.common import ArgumentParser, check_writable, positive_int, run_main
 from dfr_edge.report import format_table, write_json
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dfr-eval", description=__doc__)
+    p = ArgumentParser(prog="dfr-eval", description=__doc__)
     p.add_argument("model", type=Path, help="bundle directory or exported .onnx file")
     p.add_argument("--data", type=Path, required=True, help="MVTec-layout category folder with test/")
     p.add_argument("--json", type=Path, help="write metrics as JSON here")
@@ -49,13 +49,13 @@ def can_record_metrics(manifest_path: Path) -> bool:
 @run_main
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    for target, folder in ((args.json, False), (args.overlays, True)):  # refused before the long work
+        if target is not None:
+            check_writable(target, folder=folder)
     from dfr_edge import manifest as manifest_io
     from dfr_edge.data.mvtec import load_test_arrays, open_dataset, require_test_set
     from dfr_edge.evaluate import evaluate, write_overlays
 
-    for target, folder in ((args.json, False), (args.overlays, True)):  # refused before the long work
-        if target is not None:
-            check_writable(target, folder=folder)
     dataset = open_dataset(args.data)
     require_test_set(dataset)
     predict, meta, description = load_predictor(args.model, args.provider)

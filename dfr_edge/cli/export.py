@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dfr_edge.cli.common import finite_float, positive_int, run_main
+from dfr_edge.cli.common import ArgumentParser, finite_float, positive_int, run_main
 from dfr_edge.report import format_table
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dfr-export", description=__doc__)
+    p = ArgumentParser(prog="dfr-export", description=__doc__)
     p.add_argument("bundle", type=Path, help="bundle directory made by dfr-train; files are written into it")
     p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (head and I/O float32)")
     p.add_argument("--int8", action="store_true",
@@ -20,7 +20,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-count", type=positive_int, default=256, help="calibration images (seeded sample)")
     p.add_argument("--calib-seed", type=int, default=0)
     p.add_argument("--eval", type=Path, dest="eval_data", help="MVTec-layout folder: accuracy of every variant vs FP32")
-    p.add_argument("--max-drop", type=finite_float, help="fail a variant that loses more than this (AUROCs, PRO) vs FP32")
+    p.add_argument("--max-drop", type=finite_float,
+                   help="fail a variant that loses more than this (AUROCs, PRO) vs FP32")
     p.add_argument("--force", action="store_true", help="replace existing exported files")
     engine = p.add_argument_group("TensorRT engine (built on this machine's GPU; the ONNX variant is exported "
                                   "first if missing)")

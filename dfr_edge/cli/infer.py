@@ -11,13 +11,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from dfr_edge.cli.common import finite_float, positive_int, run_main
+from dfr_edge.cli.common import ArgumentParser, finite_float, positive_int, run_main
 
 EXIT_SOME_FAILED = 1
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dfr-infer", description=__doc__,
+    p = ArgumentParser(prog="dfr-infer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=Path, help="exported .onnx file (any variant), or a bundle folder: its best one here")
     p.add_argument("inputs", nargs="+", help="image files, folders, glob patterns or video files")

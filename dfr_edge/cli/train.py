@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dfr_edge.cli.common import run_main
+from dfr_edge.cli.common import ArgumentParser, run_main
 from dfr_edge.report import format_table
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dfr-train", description=__doc__)
+    p = ArgumentParser(prog="dfr-train", description=__doc__)
     p.add_argument("--data", type=Path, required=True,
                    help="MVTec-layout category folder (uses train/good) or a folder of good images")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write")

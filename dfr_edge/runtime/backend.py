@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from dfr_edge.errors import UnusableFileError
+from dfr_edge.manifest import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,9 @@ def pick_model(bundle: Path, provider: str = "cpu") -> Path:
     """The best exported model of a bundle folder for this provider (see PREFERRED_MODELS): what the
     lean runtime runs when given a bundle (`load_backend(bundle)` itself runs the torch module)."""
     order = PREFERRED_MODELS.get(provider, PREFERRED_MODELS["cpu"])
+    if not (bundle / MANIFEST_NAME).is_file():
+        raise UnusableFileError(bundle, "is a folder, not a model file or a bundle",
+                                "give an exported .onnx file or a bundle folder made by dfr-train")
     for name in order:
         if (bundle / name).is_file():
             log.info("%s: running %s, the best exported model here for provider %s", bundle, name, provider)
