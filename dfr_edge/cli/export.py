@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dfr_edge.cli.common import ArgumentParser, finite_float, positive_int, run_main
+from dfr_edge.cli.common import ArgumentParser, check_writable, finite_float, positive_int, run_main
 from dfr_edge.report import format_table
 
 
@@ -53,6 +53,8 @@ def build_engine_command(args: argparse.Namespace) -> int:
 @run_main
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.bundle.is_dir():  # a read-only bundle is refused now, not after minutes of export
+        check_writable(args.bundle, folder=True)
     if args.engine:
         return build_engine_command(args)
     from dfr_edge.bundle import load_bundle

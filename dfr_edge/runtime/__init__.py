@@ -2,7 +2,7 @@
 
     from dfr_edge.runtime import load_detector
     detector = load_detector("bundle/model.int8-cpu.onnx")
-    detection = detector.detect([frame])[0]   # score, anomalous, anomaly_map, mask, boxes
+    detection = detector.detect(frame)   # score, anomalous, anomaly_map, mask, boxes (a list gives a list)
 """
 
 from __future__ import annotations
