@@ -121,7 +121,7 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> TrainConfig:
 def read_config_file(path: Path) -> dict[str, Any]:
     """The file's keys, checked on their own so that a bad value is blamed on the file."""
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
+        raise FileNotFoundError(f"config file {path} {'is not a file' if path.exists() else 'does not exist'}")
     remedy = "fix it (keys and values as in a bundle's config.yaml) or leave out --config"
     try:
         loaded = yaml.safe_load(path.read_text()) or {}

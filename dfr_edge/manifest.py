@@ -119,7 +119,8 @@ def loads(text: str, source: str = "dfr.json", remedy: str = REMEDY) -> dict:
 def read(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(path, "does not exist: not a dfr-edge bundle", "train one with dfr-train")
+        problem = "is not a file" if path.exists() else "does not exist: not a dfr-edge bundle"
+        raise ManifestError(path, problem, "train one with dfr-train")
     try:
         text = path.read_text()
     except UnicodeDecodeError:

@@ -30,14 +30,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise BackboneWeightsError(f"backbone weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
     try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise BackboneWeightsError(f"cannot read backbone weights {path}: {exc}") from exc
+    except Exception as exc:  # torch and safetensors raise many kinds for a damaged or foreign file
+        raise BackboneWeightsError(f"cannot read backbone weights {path} ({type(exc).__name__}: {exc}); pass a "
+                                   f".safetensors or torch state-dict file of the backbone") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
