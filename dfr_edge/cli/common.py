@@ -28,16 +28,11 @@ OS_REMEDIES = {
     errno.EPERM: "check its permissions",
     errno.EROFS: "the file system is read-only: choose a writable location",
     errno.ENOSPC: "the disk is full: free some space and run again",
-    errno.EDQUOT: "the disk quota is exhausted: free some space and run again",
     errno.ENOENT: "check the path",
     errno.ENOTDIR: "check the path",
     errno.EISDIR: "give a file name, not a folder",
     errno.EEXIST: "something is already there: choose another path",
 }
-
-
-def one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -73,7 +68,7 @@ def run_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | N
 
 
 def _error(message: str) -> int:
-    print(f"error: {one_line(message)}", file=sys.stderr)
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
     return EXIT_USAGE
 
 
