@@ -28,9 +28,9 @@ def parser() -> argparse.ArgumentParser:
     engine.add_argument("--engine", action="store_true", help="build BUNDLE/engines/model.<precision>....engine")
     engine.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8", "best"],
                         help="which ONNX variant to compile (best: int8 if model.int8.onnx exists, else fp16)")
-    engine.add_argument("--max-batch", type=int, default=8, help="largest batch of the optimization profile")
-    engine.add_argument("--opt-batch", type=int, help="batch TensorRT tunes for (default: --max-batch)")
-    engine.add_argument("--workspace", type=int, default=1024, help="workspace memory pool limit, MiB")
+    engine.add_argument("--max-batch", type=positive_int, default=8, help="largest batch of the optimization profile")
+    engine.add_argument("--opt-batch", type=positive_int, help="batch TensorRT tunes for (default: --max-batch)")
+    engine.add_argument("--workspace", type=positive_int, default=1024, help="workspace memory pool limit, MiB")
     engine.add_argument("--opt-level", type=int, choices=range(6), help="builder optimization level 0-5")
     engine.add_argument("--dla-core", type=int, help="build for this DLA core (Jetson AGX Orin / Orin NX)")
     engine.add_argument("--version-compatible", action="store_true",

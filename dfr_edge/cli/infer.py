@@ -47,10 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from dfr_edge.runtime import load_detector
+    from dfr_edge.runtime.backend import pick_model
     from dfr_edge.runtime.sources import expand_inputs, frame_count, iter_items
     from dfr_edge.runtime.writer import ResultWriter
 
-    detector = load_detector(args.model, provider=args.provider, pixel_threshold=args.pixel_threshold,
+    model = pick_model(args.model, args.provider) if args.model.is_dir() else args.model  # lean: no torch
+    detector = load_detector(model, provider=args.provider, pixel_threshold=args.pixel_threshold,
                              image_threshold=args.image_threshold, max_batch=args.batch_size)
     expanded = expand_inputs(args.inputs)
     for spec in expanded.missing:

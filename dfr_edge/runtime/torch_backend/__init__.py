@@ -19,7 +19,7 @@ from dfr_edge.bundle import load_bundle
 
 class TorchBackend:
     def __init__(self, path: Path, device: str = "cpu", fp16: bool = False, channels_last: bool = False,
-                 cuda_graphs: bool = False, time_gpu: bool = False):
+                 cuda_graphs: bool = False, time_gpu: bool = False, max_batch: int = 8):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device='cuda' asked for, but this torch has no usable CUDA GPU "
@@ -34,7 +34,7 @@ class TorchBackend:
         self.name = f"torch:{self.device}" + (":fp16" if fp16 else "")
         model = bundle.model.eval().to(self.device)
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
-        self.fp16, self.cuda_graphs, self.time_gpu = fp16, cuda_graphs, time_gpu
+        self.fp16, self.cuda_graphs, self.time_gpu, self.max_batch = fp16, cuda_graphs, time_gpu, max_batch
         self.last_gpu_ms: float | None = None
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = {}
 
