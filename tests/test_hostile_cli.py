@@ -276,6 +276,21 @@ def test_os_errors_name_the_file_and_the_remedy(tmp_path, capsys):
     assert line == f"error: {target}: Permission denied; check its permissions"
 
 
+def test_an_unwritable_output_is_refused_before_the_work(tiny_onnx, tiny_data, tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    from dfr_edge.cli import evaluate
+
+    def denied(*args, **kwargs):  # as a read-only folder answers (the tests may run as root, who may write)
+        raise PermissionError(errno.EACCES, "Permission denied", kwargs.get("dir"))
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", denied)
+    target = tmp_path / "report" / "metrics.json"
+    line = refused_in_process(evaluate.main, capsys, tiny_onnx, "--data", tiny_data, "--json", target,
+                              watch=(tiny_onnx.parent, tiny_data))
+    assert line == f"error: {target}: cannot write there (Permission denied); check its permissions"
+
+
 def test_a_bug_still_shows_its_traceback():
     @run_main
     def buggy(argv):
