@@ -88,6 +88,7 @@ def _acquire(path: Path, target: Path, command: str) -> int:
 
 
 def _exit_on_sigterm(signum, frame) -> None:
+    log.warning("terminated (signal %d): cleaning up", signum)
     raise SystemExit(128 + signum)
 
 
