@@ -407,8 +407,8 @@ def test_parity_guard(tmp_path, tiny_bundle, loaded, traced, monkeypatch):
 
     real = pipeline.run_session
 
-    def off_by_one(model, images):
-        amap, score = real(model, images)
+    def off_by_one(model, images, threads=None):
+        amap, score = real(model, images, threads)
         return amap + 1.0, score
 
     monkeypatch.setattr(pipeline, "run_session", off_by_one)
