@@ -3,17 +3,16 @@
 Layout: `cae.safetensors` (the trained CAE), `backbone.safetensors` (the frozen backbone, truncated
 to the layers used, so a bundle exports and runs on a machine without the original weights file),
 `dfr.json` (see manifest.py) and `config.yaml` (the effective training configuration, reusable
-with `dfr-train --config`). Written to a temporary sibling folder and renamed into place; an
-existing bundle is only replaced with `force=True`.
+with `dfr-train --config`). Written to a temporary sibling folder and swapped into place; an
+existing bundle is only replaced with `force=True`, and nothing but a bundle is ever replaced
+(outputs.check_bundle_target). Every file and folder gets the same permissions (atomic.normalize_modes).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import platform
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,21 +24,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dfr_edge import __version__, manifest
-from dfr_edge.atomic import default_mode
+from dfr_edge.atomic import normalize_modes, replace_folder, temp_dir_beside
 from dfr_edge.backbones import build_backbone
 from dfr_edge.cae import CAE
 from dfr_edge.digest import files_digest
 from dfr_edge.errors import UnusableFileError
 from dfr_edge.model import DFRModel, FeatureExtractor
+from dfr_edge.outputs import check_bundle_target
 from dfr_edge.trainer import TrainResult
 
 CAE_FILE = "cae.safetensors"
 BACKBONE_FILE = "backbone.safetensors"
 CONFIG_FILE = "config.yaml"
-
-
-class BundleExistsError(FileExistsError):
-    """Refusing to replace an existing bundle without --force."""
 
 
 @dataclass
@@ -103,18 +99,12 @@ def build_manifest(result: TrainResult, data_root: Path) -> dict:
     }
 
 
-def refuse_overwrite(out: Path, force: bool) -> None:
-    if Path(out).exists() and not force:
-        raise BundleExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
-
-
 def save_bundle(result: TrainResult, out: Path, data_root: Path, force: bool = False) -> Path:
-    """Write the bundle atomically; refuses to replace an existing one unless force."""
+    """Write the bundle atomically; refuses to replace anything but a bundle, and that only if force."""
     out = Path(out)
-    refuse_overwrite(out, force)
+    check_bundle_target(out, force, data_root)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    os.chmod(tmp, default_mode(directory=True))
+    tmp = temp_dir_beside(out)
     try:
         model = result.model
         save_file({k: v.contiguous() for k, v in model.cae.state_dict().items()}, str(tmp / CAE_FILE))
@@ -122,27 +112,12 @@ def save_bundle(result: TrainResult, out: Path, data_root: Path, force: bool = F
                   str(tmp / BACKBONE_FILE))
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(result.config.to_dict(), sort_keys=False))
         (tmp / manifest.MANIFEST_NAME).write_text(manifest.dumps(build_manifest(result, data_root)))
-        _replace_dir(tmp, out)
+        normalize_modes(tmp)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Rename `new` to `target`; an old target is moved aside first and removed only on success."""
-    if not target.exists():
-        new.rename(target)
-        return
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    target.rename(old)
-    try:
-        new.rename(target)
-    except BaseException:
-        old.rename(target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def model_from_manifest(meta: dict, backbone_state: dict, cae_state: dict, bundle: Path = Path(".")) -> DFRModel:

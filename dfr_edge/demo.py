@@ -17,6 +17,7 @@ from dfr_edge.data.mvtec import load_test_arrays, open_dataset
 from dfr_edge.data.synthetic import SyntheticSpec, generate_dataset
 from dfr_edge.evaluate import evaluate, write_overlays
 from dfr_edge.export.pipeline import ExportOptions, export_bundle
+from dfr_edge.outputs import check_demo_target
 from dfr_edge.predict import predict_torch
 from dfr_edge.report import write_json
 from dfr_edge.runtime import load_detector
@@ -34,15 +35,17 @@ class DemoResult:
     seconds: float
 
 
-def run_demo(out: Path, spec: SyntheticSpec, config: TrainConfig) -> DemoResult:
-    start = time.perf_counter()
+def run_demo(out: Path, spec: SyntheticSpec, config: TrainConfig, force: bool = False) -> DemoResult:
+    """The demo in folder `out`; which bundle at out/bundle it may replace: outputs.check_demo_target."""
+    start, out = time.perf_counter(), Path(out)
+    bundle_dir = out / "bundle"
+    check_demo_target(out, force)  # before generating data and training
     data = generate_dataset(out / "data", spec)
     dataset = open_dataset(data)
     result = train(config, dataset)
-    bundle_dir = out / "bundle"
     if bundle_dir.exists():
         log.info("replacing the previous demo bundle %s", bundle_dir)
-    save_bundle(result, bundle_dir, data, force=True)  # the demo owns its folder
+    save_bundle(result, bundle_dir, data, force=True)  # checked above
 
     test = load_test_arrays(dataset, *config.height_width)
     bundle = load_bundle(bundle_dir)

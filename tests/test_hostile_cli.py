@@ -262,7 +262,7 @@ def test_os_errors_name_the_file_and_the_remedy(tmp_path, capsys):
 
     @run_main
     def disk_full(argv):
-        with atomic_path(target) as tmp:  # write() on a full disk raises without a file name
+        with atomic_path(target):  # write() on a full disk raises without a file name
             raise OSError(errno.ENOSPC, "No space left on device")
 
     @run_main

@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from dfr_edge.bundle import BundleExistsError, load_bundle, save_bundle
+from dfr_edge.bundle import load_bundle, save_bundle
+from dfr_edge.outputs import OutputRefusedError
 from dfr_edge.data.images import ImageReadError, load_images
 from dfr_edge.data.mvtec import load_test_arrays, open_dataset
 from dfr_edge.evaluate import evaluate
@@ -82,7 +83,7 @@ def test_bundle_round_trip_and_overwrite_protection(tiny_data, tmp_path):
     loaded = predict_torch(load_bundle(out).model, images)
     np.testing.assert_allclose(loaded[0], expected[0], rtol=1e-5, atol=1e-5)
 
-    with pytest.raises(BundleExistsError, match="--force"):
+    with pytest.raises(OutputRefusedError, match="--force"):
         save_bundle(result, out, tiny_data)
     before = (out / "dfr.json").read_text()
     save_bundle(train(tiny_config(seed=3), open_dataset(tiny_data)), out, tiny_data, force=True)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dfr_edge.cli.common import ArgumentParser, check_writable, positive_int, run_main
+from dfr_edge.cli.common import ArgumentParser, add_threads_option, check_writable, positive_int, run_main
 from dfr_edge.report import format_table, write_json
 
 
@@ -18,20 +18,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--overlays", type=Path, help="write heat-map overlays of sample test images here")
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--provider", default="cpu", help="ONNX Runtime provider for .onnx files: cpu, cuda, tensorrt")
+    add_threads_option(p)
     return p
 
 
-def load_predictor(model: Path, provider: str):
+def load_predictor(model: Path, provider: str, threads: int | None = None):
     """(predict function, manifest, description) for a bundle (torch) or an exported file."""
     if model.is_dir():
         from dfr_edge.bundle import load_bundle
         from dfr_edge.predict import predict_torch
+        from dfr_edge.threads import use_torch_threads
 
+        use_torch_threads(threads)
         bundle = load_bundle(model)
         return (lambda images: predict_torch(bundle.model, images)), bundle.manifest, "torch (bundle)"
     from dfr_edge.runtime import load_detector
+    from dfr_edge.threads import default_threads
 
-    detector = load_detector(model, provider=provider)
+    detector = load_detector(model, provider=provider, threads=threads or default_threads())
     variant = detector.backend.export_info.get("variant", "onnx")
     return detector.infer, detector.backend.manifest, f"{variant} ({detector.backend.name})"
 
@@ -55,10 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     from dfr_edge import manifest as manifest_io
     from dfr_edge.data.mvtec import load_test_arrays, open_dataset, require_test_set
     from dfr_edge.evaluate import evaluate, write_overlays
+    from dfr_edge.outputs import writing
 
     dataset = open_dataset(args.data)
     require_test_set(dataset)
-    predict, meta, description = load_predictor(args.model, args.provider)
+    predict, meta, description = load_predictor(args.model, args.provider, args.threads)
     record = args.model.is_dir() and can_record_metrics(args.model / manifest_io.MANIFEST_NAME)
     test = load_test_arrays(dataset, meta["input"]["height"], meta["input"]["width"])
     result = evaluate(predict, test, args.batch_size)
@@ -68,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
                        [[str(args.model), description, len(test.images), m.image_auroc, m.pixel_auroc, m.pro,
                          round(result.ms_per_image, 1)]]))
     if record:  # the bundle records how it scored, and on what
-        manifest_io.update(args.model / manifest_io.MANIFEST_NAME,
-                           metrics={**m.to_dict(), "data": str(Path(args.data).resolve()), "images": len(test.images)})
+        with writing(args.model, "dfr-eval"):
+            manifest_io.update(args.model / manifest_io.MANIFEST_NAME,
+                               metrics={**m.to_dict(), "data": str(Path(args.data).resolve()),
+                                        "images": len(test.images)})
     if args.json:
         write_json(args.json, summary)
         print(f"metrics written to {args.json}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dfr_edge.cli.common import ArgumentParser, check_writable, finite_float, positive_int, run_main
+from dfr_edge.cli.common import ArgumentParser, add_threads_option, check_writable, finite_float, positive_int, run_main
 from dfr_edge.report import format_table
 
 
@@ -22,7 +22,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", type=Path, dest="eval_data", help="MVTec-layout folder: accuracy of every variant vs FP32")
     p.add_argument("--max-drop", type=finite_float,
                    help="fail a variant that loses more than this (AUROCs, PRO) vs FP32")
-    p.add_argument("--force", action="store_true", help="replace existing exported files")
+    p.add_argument("--force", action="store_true",
+                   help="replace existing exported files (without it, only the missing ones are written)")
+    add_threads_option(p)
     engine = p.add_argument_group("TensorRT engine (built on this machine's GPU; the ONNX variant is exported "
                                   "first if missing)")
     engine.add_argument("--engine", action="store_true", help="build BUNDLE/engines/model.<precision>....engine")
@@ -55,15 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.bundle.is_dir():  # a read-only bundle is refused now, not after minutes of export
         check_writable(args.bundle, folder=True)
-    if args.engine:
-        return build_engine_command(args)
-    from dfr_edge.bundle import load_bundle
-    from dfr_edge.export.pipeline import ExportOptions, export_bundle
+    from dfr_edge.outputs import writing
 
-    options = ExportOptions(fp16=args.fp16, int8=args.int8, calib=args.calib, calib_method=args.calib_method,
-                            calib_count=args.calib_count, calib_seed=args.calib_seed, eval_data=args.eval_data,
-                            max_drop=args.max_drop, force=args.force)
-    results = export_bundle(load_bundle(args.bundle), options)
+    with writing(args.bundle, "dfr-export"):  # before torch loads: a refusal is instant
+        if args.engine:
+            return build_engine_command(args)
+        from dfr_edge.bundle import load_bundle
+        from dfr_edge.export.pipeline import ExportOptions, export_bundle
+        from dfr_edge.threads import use_torch_threads
+
+        options = ExportOptions(fp16=args.fp16, int8=args.int8, calib=args.calib, calib_method=args.calib_method,
+                                calib_count=args.calib_count, calib_seed=args.calib_seed, eval_data=args.eval_data,
+                                max_drop=args.max_drop, force=args.force, threads=use_torch_threads(args.threads))
+        results = export_bundle(load_bundle(args.bundle), options)
     rows = []
     for r in results:
         m, d = r.metrics or {}, r.deltas or {}

@@ -2,7 +2,8 @@
 
 Writes, under --out: overlays/<name>.png, masks/<name>.png (255 = defect pixel) and
 results.jsonl (one record per image: path, score, anomalous, defect boxes). Unreadable inputs are
-reported and skipped; the exit status is 1 if any were.
+reported and skipped; the exit status is 1 if any were. --out must be new or empty; --force reuses
+the folder of an earlier run, replacing that run's results only (other files there are kept).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dfr_edge.cli.common import ArgumentParser, finite_float, positive_int, run_main
+from dfr_edge.cli.common import ArgumentParser, add_threads_option, finite_float, positive_int, run_main
 
 EXIT_SOME_FAILED = 1
 
@@ -27,6 +28,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-threshold", type=finite_float, help="override the model's pixel threshold")
     p.add_argument("--image-threshold", type=finite_float, help="override the model's image threshold")
     p.add_argument("--no-images", action="store_true", help="write only results.jsonl (no overlays or masks)")
+    p.add_argument("--force", action="store_true",
+                   help="reuse --out of an earlier dfr-infer run: clears its results.jsonl, overlays/ and masks/ PNGs")
+    add_threads_option(p)
     return p
 
 
@@ -44,16 +48,29 @@ def batched(items, size: int):
 @run_main
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from dfr_edge.outputs import claim_infer_output, writing
+
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with writing(args.out, "dfr-infer"):
+        claim_infer_output(args.out, args.force)  # before any work: refused runs cost nothing
+        return infer(args)
+
+
+def infer(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from dfr_edge.runtime import load_detector
     from dfr_edge.runtime.backend import pick_model
     from dfr_edge.runtime.sources import expand_inputs, frame_count, iter_items
     from dfr_edge.runtime.writer import ResultWriter
+    from dfr_edge.threads import default_threads
 
     model = pick_model(args.model, args.provider) if args.model.is_dir() else args.model  # lean: no torch
     detector = load_detector(model, provider=args.provider, pixel_threshold=args.pixel_threshold,
-                             image_threshold=args.image_threshold, max_batch=args.batch_size)
+                             image_threshold=args.image_threshold, max_batch=args.batch_size,
+                             threads=args.threads or default_threads())
     expanded = expand_inputs(args.inputs)
     for spec in expanded.missing:
         print(f"warning: {spec} matched no file", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dfr_edge.cli.common import ArgumentParser, run_main
+from dfr_edge.cli.common import ArgumentParser, add_threads_option, run_main
 from dfr_edge.report import format_table
 
 
@@ -26,7 +26,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--skip-bad-images", action="store_true", default=None,
                    help="skip unreadable images (listed in the report) instead of stopping")
-    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle (never anything else)")
+    add_threads_option(p)
     return p
 
 
@@ -52,15 +53,21 @@ def overrides(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     # Imports after parsing so that --help is instant and argument errors come before torch loads.
-    from dfr_edge.bundle import refuse_overwrite, save_bundle
     from dfr_edge.config import load_config
-    from dfr_edge.data.mvtec import open_dataset
-    from dfr_edge.trainer import train
+    from dfr_edge.outputs import check_bundle_target, writing
 
     config = load_config(args.config, overrides(args))
-    refuse_overwrite(args.out, args.force)  # fail before spending minutes on training
-    result = train(config, open_dataset(args.data))
-    save_bundle(result, args.out, args.data, force=args.force)
+    check_bundle_target(args.out, args.force, args.data)  # before torch loads and minutes of training
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with writing(args.out, "dfr-train"):
+        from dfr_edge.bundle import save_bundle
+        from dfr_edge.data.mvtec import open_dataset
+        from dfr_edge.threads import use_torch_threads
+        from dfr_edge.trainer import train
+
+        use_torch_threads(args.threads)
+        result = train(config, open_dataset(args.data))
+        save_bundle(result, args.out, args.data, force=args.force)
     t, last = result.thresholds, result.history[-1]
     print(format_table(
         ["bundle", "backbone", "C", "d", "images", "steps", "val loss", "pixel thr", "image thr", "seconds"],

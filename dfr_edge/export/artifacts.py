@@ -1,4 +1,4 @@
-"""Writing an exported ONNX file: metadata, checker, TensorRT lint, atomic save, no silent overwrite."""
+"""Writing an exported ONNX file: metadata, checker, TensorRT lint, atomic save."""
 
 from __future__ import annotations
 
@@ -21,11 +21,6 @@ def set_metadata(model: onnx.ModelProto, meta: dict, export_info: dict) -> None:
     model.metadata_props.extend(kept)
     for key, value in values.items():
         model.metadata_props.add(key=key, value=value)
-
-
-def check_target(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} already exists; pass --force to replace it")
 
 
 def save_model(model: onnx.ModelProto, path: Path, meta: dict, export_info: dict,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,11 +17,12 @@ import onnx
 import onnxruntime as ort
 
 from dfr_edge import __version__
+from dfr_edge.atomic import atomic_path
 from dfr_edge.bundle import Bundle
 from dfr_edge.data.images import load_images
 from dfr_edge.data.mvtec import TestArrays, load_test_arrays, open_dataset, require_test_set
 from dfr_edge.evaluate import evaluate
-from dfr_edge.export.artifacts import check_target, save_model, set_metadata
+from dfr_edge.export.artifacts import save_model, set_metadata
 from dfr_edge.export.fp16 import to_fp16_onnx
 from dfr_edge.export.int8 import FLAVOURS, Int8Flavour, calibration_set, quantize_int8
 from dfr_edge.export.onnx_fp32 import INPUT, OPSET, OUTPUTS, Parity, compare, to_onnx
@@ -53,7 +53,8 @@ class ExportOptions:
     eval_data: Path | None = None  # MVTec-layout folder: accuracy report against FP32
     max_drop: float | None = None  # largest allowed drop of image/pixel AUROC or PRO
     tolerance: float = 1e-4  # FP32 parity: max |map error| relative to the map range
-    force: bool = False
+    force: bool = False  # replace existing files; without it only the missing ones are written
+    threads: int | None = None  # ONNX Runtime intra-op threads of the checking sessions (None: its default)
 
 
 @dataclass
@@ -66,8 +67,11 @@ class Exported:
     info: dict = field(default_factory=dict)
 
 
-def run_session(model: onnx.ModelProto, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+def run_session(model: onnx.ModelProto, images: np.ndarray,
+                threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     amap, score = session.run(list(OUTPUTS), {INPUT: images})
     return amap, score
 
@@ -113,43 +117,65 @@ def planned_files(bundle: Bundle, options: ExportOptions) -> dict[str, Path]:
     return files
 
 
+def files_to_write(planned: dict[str, Path], force: bool) -> dict[str, Path]:
+    """All planned files with force; else the missing ones (refused if none is missing)."""
+    if force:
+        return planned
+    kept = [path.name for path in planned.values() if path.exists()]
+    if len(kept) == len(planned):
+        folder = next(iter(planned.values())).parent
+        raise FileExistsError(f"nothing to export: every requested file already exists in {folder} "
+                              f"({', '.join(kept)}); pass --force to replace them")
+    if kept:
+        log.info("keeping the existing %s (pass --force to replace)", ", ".join(kept))
+    return {variant: path for variant, path in planned.items() if not path.exists()}
+
+
 def export_bundle(bundle: Bundle, options: ExportOptions) -> list[Exported]:
-    files = planned_files(bundle, options)
-    for path in files.values():  # refuse before any work: nothing is half-replaced
-        check_target(path, options.force)
+    """Export the requested variants; existing files are kept unless options.force.
+
+    FP32 is always built and checked in memory (the other variants derive from it) but written only
+    if its file is missing or force is set; with --eval, an existing model.onnx is the baseline.
+    """
+    files = files_to_write(planned_files(bundle, options), options.force)  # before any work
     test = _eval_set(bundle, options)
     images, source = parity_images(bundle)
     reference = predict_torch(bundle.model, images)
     meta = bundle.manifest
     calib = None
-    if options.int8:  # found and loaded before any file is written: a missing folder fails here
+    if any(variant.startswith("int8") for variant in files):  # loaded before any file is written
         calib = calibration_set(_calibration_candidates(bundle, options), options.calib_count, options.calib_seed,
                                 meta["input"]["height"], meta["input"]["width"])
 
     fp32 = to_onnx(bundle.model, bundle.model.extractor.image_size)
-    parity = compare(reference, run_session(fp32, images))
+    parity = compare(reference, run_session(fp32, images, options.threads))
     log.info("FP32 parity: map max abs error %.3g (%.2g of the map range), score %.3g",
              parity.map_max_abs, parity.relative, parity.score_max_abs)
     if parity.relative > options.tolerance:
         raise ParityError(f"ONNX FP32 differs from torch by {parity.relative:.3g} of the map range "
                           f"(tolerance {options.tolerance:g}); not written")
-    results = [_write("fp32", fp32, files["fp32"], meta, parity, export_record("fp32", parity, source), test,
-                      None, options)]
-    baseline = results[0].metrics
+    results, baseline = [], None
+    if "fp32" in files:
+        results.append(_write("fp32", fp32, files["fp32"], meta, parity, export_record("fp32", parity, source),
+                              test, None, options))
+        baseline = results[0].metrics
+    elif test is not None:
+        baseline = evaluate(load_detector(bundle.path / FP32_FILE, threads=options.threads).infer,
+                            test).metrics.to_dict()
 
-    if options.fp16:
+    if "fp16" in files:
         fp16 = to_fp16_onnx(bundle.model)
-        parity = compare(reference, run_session(fp16, images))
+        parity = compare(reference, run_session(fp16, images, options.threads))
         record = export_record("fp16", parity, source,
                                accuracy_on_cpu="ONNX Runtime CPU: fp16 tensors, fp32 kernels via inserted casts")
         results.append(_write("fp16", fp16, files["fp16"], meta, parity, record, test, baseline, options))
 
     if calib is not None:
-        for flavour in FLAVOURS.values():
+        for flavour in (f for f in FLAVOURS.values() if f"int8-{f.name}" in files):
             log.info("quantizing INT8 (%s flavour) on %d images, %s", flavour.name, len(calib.paths),
                      options.calib_method)
             model = quantize_int8(fp32, calib, flavour, options.calib_method)
-            parity = compare(reference, run_session(model, images))
+            parity = compare(reference, run_session(model, images, options.threads))
             record = export_record(f"int8-{flavour.name}", parity, source,
                                    calibration=calib.record(options.calib_method),
                                    quantization=quantization_record(flavour))
@@ -191,12 +217,11 @@ def _write(variant: str, model: onnx.ModelProto, path: Path, meta: dict, parity:
            test: TestArrays | None, baseline: dict | None, options: ExportOptions,
            lint_ignore: frozenset[str] = frozenset()) -> Exported:
     """Write to a temporary name, evaluate there if asked, then rename into place (or refuse)."""
-    staging = path.with_name(f".staging.{path.name}")
-    save_model(model, staging, meta, record, lint_ignore)
-    try:
+    with atomic_path(path) as staging:
+        save_model(model, staging, meta, record, lint_ignore)
         metrics = deltas = None
         if test is not None:
-            metrics = evaluate(load_detector(staging).infer, test).metrics.to_dict()
+            metrics = evaluate(load_detector(staging, threads=options.threads).infer, test).metrics.to_dict()
             if baseline is not None:
                 deltas = {k: metrics[k] - baseline[k] for k in baseline}
                 worst = -min(deltas.values())
@@ -208,9 +233,6 @@ def _write(variant: str, model: onnx.ModelProto, path: Path, meta: dict, parity:
             record["accuracy"] = {"data": str(options.eval_data), "metrics": metrics, "deltas_vs_fp32": deltas}
             set_metadata(model, meta, record)  # the file says how it scored, as the docstring promises
             onnx.save_model(model, staging)
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
     return Exported(variant, path, parity, metrics, deltas, record)
 
 

@@ -7,6 +7,7 @@ over thousands of files reports the bad ones and carries on.
 from __future__ import annotations
 
 import glob
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 
 from dfr_edge.data.images import IMAGE_EXTENSIONS, ImageReadError, read_image
 
+log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
 
 
@@ -61,9 +63,13 @@ def frame_count(path: Path) -> int:
         return 1
     capture = cv2.VideoCapture(str(path))
     try:
-        return max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+        return _announced_frames(capture)
     finally:
         capture.release()
+
+
+def _announced_frames(capture: cv2.VideoCapture) -> int:
+    return max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
 
 
 def iter_items(files: list[Path]) -> Iterator[Item]:
@@ -92,6 +98,7 @@ def _video_frames(path: Path, unique) -> Iterator[Item]:
     if not capture.isOpened():
         yield Item(unique(path.stem), str(path), None, "cannot open video (unsupported codec or corrupt file)")
         return
+    expected = _announced_frames(capture)
     try:
         index = 0
         while True:
@@ -102,5 +109,8 @@ def _video_frames(path: Path, unique) -> Iterator[Item]:
             index += 1
         if index == 0:
             yield Item(unique(path.stem), str(path), None, "video has no readable frames")
+        elif index < expected:
+            log.warning("%s: read %d of the %d frames its header announces (truncated or damaged file?)",
+                        path, index, expected)
     finally:
         capture.release()
