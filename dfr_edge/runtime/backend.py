@@ -55,7 +55,11 @@ def pick_model(bundle: Path, provider: str = "cpu") -> Path:
 
 
 def load_backend(path: Path | str, **options: Any) -> Backend:
-    """Choose the engine from the file type; options go to that engine's loader."""
+    """Choose the engine from the file type (or a triton:// URL); options go to that engine's loader."""
+    from dfr_edge.runtime.triton.client import TritonBackend, is_triton_url
+
+    if is_triton_url(path):
+        return TritonBackend(str(path), **options)
     path = Path(path)
     if path.is_dir():  # a bundle: the torch module itself (parity reference; needs torch)
         from dfr_edge.runtime.torch_backend import TorchBackend

@@ -1,0 +1,226 @@
+"""A Triton Inference Server model repository from an exported ONNX file (contract 5).
+
+    REPO/NAME/config.pbtxt        one config for every version: I/O, batching, instances, dfr.json
+    REPO/NAME/<n>/model.onnx      each export adds version n+1; nothing is overwritten
+    REPO/NAME_trt/...             tensorrt_plan model when built engines (with sidecars) sit beside it
+    REPO/README.md                how to start the NGC container on the repository
+
+Torch-free (it reads the exported file's metadata with onnxruntime), so a serving box can run it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from dfr_edge.atomic import atomic_path
+from dfr_edge.export.triton_readme import REPOSITORY_README
+from dfr_edge.runtime.triton.model import INPUT, MAP_OUTPUT, SCORE_OUTPUT, ServedModel, parameters
+
+VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx",
+                 "int8-cpu": "model.int8-cpu.onnx"}
+TRT_PRECISION = {"fp16": "FP16", "int8": "INT8"}
+TRT_CACHE_ROOT = "/trt-cache"  # a volume in the container (see export/triton.md): engines survive restarts
+KEEP_VERSIONS = 1  # Triton serves the newest version; older folders stay on disk for a rollback
+
+
+@dataclass(frozen=True)
+class RepositoryOptions:
+    model: ServedModel
+    kind: str = "gpu"  # instance_group kind: "gpu" or "cpu"
+    trt_accelerator: str | None = None  # "fp16" / "int8": ONNX Runtime's TensorRT execution provider
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("gpu", "cpu"):
+            raise ValueError(f"--kind must be gpu or cpu, got {self.kind!r}")
+        if self.trt_accelerator is not None:
+            if self.trt_accelerator not in TRT_PRECISION:
+                raise ValueError(f"--trt-accelerator must be one of {', '.join(TRT_PRECISION)}")
+            if self.kind != "gpu":
+                raise ValueError("--trt-accelerator needs --kind gpu (TensorRT runs on the GPU only)")
+
+
+@dataclass
+class RepositoryExport:
+    config: Path
+    model_file: Path
+    version: int
+    plan_config: Path | None = None
+
+
+class Word(str):
+    """An enum value or keyword, written bare in protobuf text format (TYPE_UINT8, KIND_GPU)."""
+
+
+def to_pbtxt(message: dict, indent: str = "") -> str:
+    """Protobuf text format for a dict of fields: dicts are messages, lists of dicts repeated messages."""
+    lines = []
+    for key, value in message.items():
+        items = value if isinstance(value, list) and value and isinstance(value[0], dict) else [value]
+        for item in items:
+            if isinstance(item, dict):
+                lines.append(f"{indent}{key} {{\n{to_pbtxt(item, indent + '  ')}{indent}}}")
+            else:
+                lines.append(f"{indent}{key}: {_scalar(item)}")
+    return "".join(line + "\n" for line in lines)
+
+
+def _scalar(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_scalar(v) for v in value) + "]"
+    if isinstance(value, Word):
+        return str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def io_fields(model: ServedModel) -> dict:
+    """Inputs and outputs as clients see them; the graph's per-image scalar score is served as [1]."""
+    return {
+        "input": [{"name": INPUT, "data_type": Word("TYPE_UINT8"), "format": Word("FORMAT_NONE"),
+                   "dims": [model.height, model.width, 3]}],
+        "output": [{"name": MAP_OUTPUT, "data_type": Word("TYPE_FP32"), "dims": [model.height, model.width]},
+                   {"name": SCORE_OUTPUT, "data_type": Word("TYPE_FP32"), "dims": [1], "reshape": {"shape": []}}],
+    }
+
+
+def model_config(options: RepositoryOptions, manifest: dict, export_info: dict, *,
+                 plan_files: dict[str, str] | None = None) -> str:
+    """config.pbtxt for the ONNX Runtime backend, or for tensorrt_plan when plan_files {cc: file} is given."""
+    model = options.model
+    fields: dict = {"name": model.name + ("_trt" if plan_files else "")}
+    if plan_files:
+        fields["platform"] = "tensorrt_plan"
+        fields["cc_model_filenames"] = [{"key": cc, "value": name} for cc, name in sorted(plan_files.items())]
+    else:
+        fields["backend"] = "onnxruntime"
+    fields["max_batch_size"] = model.max_batch_size
+    fields.update(io_fields(model))
+    fields["version_policy"] = {"latest": {"num_versions": KEEP_VERSIONS}}
+    fields["dynamic_batching"] = {"max_queue_delay_microseconds": model.queue_delay_us}
+    kind = "gpu" if plan_files else options.kind
+    fields["instance_group"] = [{"count": model.instances, "kind": Word(f"KIND_{kind.upper()}")}]
+    if options.trt_accelerator and not plan_files:
+        fields["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [
+            {"name": "tensorrt", "parameters": _trt_parameters(options)}]}}
+    fields["parameters"] = [{"key": k, "value": {"string_value": v}}
+                            for k, v in parameters(manifest, export_info).items()]
+    return to_pbtxt(fields)
+
+
+def _trt_parameters(options: RepositoryOptions) -> list[dict]:
+    model = options.model
+    frame = f"{model.height}x{model.width}x3"
+    cache = f"{TRT_CACHE_ROOT}/{model.name}"
+    values = {
+        "precision_mode": TRT_PRECISION[options.trt_accelerator],
+        "max_workspace_size_bytes": str(1 << 30),
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": cache,
+        "trt_timing_cache_enable": "1",
+        "trt_timing_cache_path": cache,
+        "trt_profile_min_shapes": f"{INPUT}:1x{frame}",
+        "trt_profile_opt_shapes": f"{INPUT}:{model.max_batch_size}x{frame}",
+        "trt_profile_max_shapes": f"{INPUT}:{model.max_batch_size}x{frame}",
+    }
+    return [{"key": k, "value": v} for k, v in values.items()]
+
+
+def read_served_model(path: Path) -> tuple[dict, dict]:
+    """dfr.json and the export record of an exported ONNX file (via onnxruntime, no torch)."""
+    import onnxruntime as ort
+
+    from dfr_edge.runtime.onnxrt import read_metadata
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return read_metadata(session, path)
+
+
+def next_version(model_dir: Path) -> int:
+    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()] \
+        if model_dir.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+def check_same_io(config_path: Path, model: ServedModel) -> None:
+    """A repository model's versions share one config: refuse a model whose inputs/outputs differ."""
+    if config_path.is_file() and to_pbtxt(io_fields(model)) not in config_path.read_text():
+        raise ValueError(
+            f"{config_path.parent} already serves a model with other inputs or outputs (another image size?); "
+            f"export under another --name, or move that folder away"
+        )
+
+
+def engine_plans(onnx_file: Path) -> dict[str, Path]:
+    """Built engines beside the ONNX file, by compute capability, read from their JSON sidecars.
+
+    An engine `X.engine` counts when `X.engine.json` or `X.json` says which `compute_capability`
+    (for example "8.6") it was built for and names this ONNX file's stem in the engine's name.
+    """
+    plans: dict[str, Path] = {}
+    for engine in sorted(onnx_file.parent.glob(f"{onnx_file.stem}*.engine")):
+        for sidecar in (engine.with_name(engine.name + ".json"), engine.with_suffix(".json")):
+            if sidecar.is_file():
+                facts = json.loads(sidecar.read_text())
+                cc = facts.get("compute_capability") or facts.get("build", {}).get("compute_capability")
+                if cc:
+                    plans[str(cc)] = engine
+                break
+    return plans
+
+
+def write_repository(onnx_file: Path, repo: Path, options: RepositoryOptions) -> RepositoryExport:
+    """Add `onnx_file` as a new version of REPO/NAME (and NAME_trt for built engines); write the configs."""
+    manifest, export_info = read_served_model(onnx_file)
+    model = options.model
+    if (model.height, model.width) != (manifest["input"]["height"], manifest["input"]["width"]):
+        raise ValueError(f"{onnx_file} takes {manifest['input']['height']}x{manifest['input']['width']} frames, "
+                         f"not {model.height}x{model.width}")
+    model_dir = repo / model.name
+    config = model_config(options, manifest, export_info)
+    check_same_io(model_dir / "config.pbtxt", model)
+    version = next_version(model_dir)
+    target = _copy_version(onnx_file, model_dir / str(version) / "model.onnx")
+    _write_text(model_dir / "config.pbtxt", config)
+    result = RepositoryExport(model_dir / "config.pbtxt", target, version)
+
+    plans = engine_plans(onnx_file)
+    if plans:
+        plan_dir = repo / f"{model.name}_trt"
+        names = {cc: f"model.sm{cc.replace('.', '')}.plan" for cc in plans}
+        plan_config = model_config(options, manifest, export_info, plan_files=names)
+        check_same_io(plan_dir / "config.pbtxt", model)
+        plan_version = next_version(plan_dir)
+        for cc, engine in plans.items():
+            _copy_version(engine, plan_dir / str(plan_version) / names[cc])
+        _write_text(plan_dir / "config.pbtxt", plan_config)
+        result.plan_config = plan_dir / "config.pbtxt"
+    _write_text(repo / "README.md", REPOSITORY_README)
+    return result
+
+
+def _copy_version(source: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():  # next_version() picked a fresh folder: only a concurrent export gets here
+        raise FileExistsError(f"{target} already exists; nothing was overwritten")
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    return target
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def variant_file(bundle: Path, variant: str) -> Path:
+    if variant not in VARIANT_FILES:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANT_FILES)}")
+    return bundle / VARIANT_FILES[variant]

@@ -1,0 +1,1 @@
+"""Triton Inference Server: the served model's shape (model.py) and the remote backend (client.py)."""
