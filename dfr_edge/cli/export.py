@@ -37,6 +37,15 @@ def parser() -> argparse.ArgumentParser:
     engine.add_argument("--dla-core", type=int, help="build for this DLA core (Jetson AGX Orin / Orin NX)")
     engine.add_argument("--version-compatible", action="store_true",
                         help="engine loadable by later TensorRT versions (and the lean runtime)")
+    triton = p.add_argument_group("Triton model repository (uses the variant's file if already exported; "
+                                  "--max-batch sets max_batch_size; built engines of that file become a plan model)")
+    triton.add_argument("--triton", type=Path, metavar="REPO", help="add the model as a new version in REPO")
+    triton.add_argument("--name", default="dfr", help="model name in the repository")
+    triton.add_argument("--variant", default="fp32", choices=["fp32", "fp16", "int8", "int8-cpu"])
+    triton.add_argument("--instances", type=positive_int, default=1, help="model instances per GPU (or on the CPU)")
+    triton.add_argument("--kind", default="gpu", choices=["gpu", "cpu"], help="where the instances run")
+    triton.add_argument("--trt-accelerator", choices=["fp16", "int8"],
+                        help="run through ONNX Runtime's TensorRT execution provider at this precision")
     return p
 
 
@@ -62,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     with writing(args.bundle, "dfr-export"):  # before torch loads: a refusal is instant
         if args.engine:
             return build_engine_command(args)
+        if args.triton is not None and _repository_only(args):
+            return _add_to_repository(args)
         from dfr_edge.bundle import load_bundle
         from dfr_edge.export.pipeline import ExportOptions, export_bundle
         from dfr_edge.threads import use_torch_threads
@@ -77,6 +88,33 @@ def main(argv: list[str] | None = None) -> int:
                      *(f"{m[k]:.4f}" + (f" ({d[k]:+.4f})" if k in d else "") if k in m else "-"
                        for k in ("image_auroc", "pixel_auroc", "pro"))])
     print(format_table(["variant", "file", "map err vs torch", "rel. err", "image AUROC", "pixel AUROC", "PRO"], rows))
+    if args.triton is not None:
+        return _add_to_repository(args)
+    return 0
+
+
+def _repository_only(args: argparse.Namespace) -> bool:
+    """--triton with the variant already exported and nothing else asked: no export step."""
+    from dfr_edge.export.triton import variant_file
+
+    source = variant_file(args.bundle, args.variant)
+    flag = {"fp16": "--fp16", "int8": "--int8", "int8-cpu": "--int8"}.get(args.variant)
+    if not source.is_file() and flag and not getattr(args, flag.strip("-")):
+        raise FileNotFoundError(f"{source} does not exist: add {flag} to export it")
+    return source.is_file() and not (args.fp16 or args.int8 or args.force)
+
+
+def _add_to_repository(args: argparse.Namespace) -> int:
+    from dfr_edge.export.triton import RepositoryOptions, read_served_model, variant_file, write_repository
+    from dfr_edge.runtime.triton.model import ServedModel
+
+    source = variant_file(args.bundle, args.variant)
+    manifest, _ = read_served_model(source)
+    model = ServedModel(args.name, manifest["input"]["height"], manifest["input"]["width"], args.max_batch,
+                        instances=args.instances)
+    done = write_repository(source, args.triton, RepositoryOptions(model, args.kind, args.trt_accelerator))
+    print(f"{source.name} is version {done.version} of {args.name} in {args.triton} ({done.config})"
+          + (f"; TensorRT plans in {done.plan_config.parent}" if done.plan_config else ""))
     return 0
 
 
