@@ -123,11 +123,18 @@ class TritonBackend:
         if not live:
             raise TritonUnavailableError(f"Triton server {a.endpoint} is not live yet; retry when it is")
         if not self._call(client.is_model_ready, a.model, a.version, what="ask for the model"):
-            names = [m.get("name") if isinstance(m, dict) else m.name
-                     for m in _index(self._call(client.get_model_repository_index, what="list the models"))]
-            raise TritonServerError(f"model {a.model!r} is not ready on {a.endpoint} (ready or known there: "
-                                    f"{', '.join(names) or 'none'}); check the name and the server log")
+            raise TritonServerError(f"model {a.model!r} is not ready on {a.endpoint} ({self._known_models(client)}); "
+                                    f"check the name and the server log")
         return client
+
+    def _known_models(self, client) -> str:
+        """The server's model names, where it lets us list them (dfr-serve restricts that endpoint)."""
+        try:
+            index = self._call(client.get_model_repository_index, what="list the models")
+        except TritonServerError:
+            return "the server does not list its models"
+        names = [m.get("name") if isinstance(m, dict) else m.name for m in _index(index)]
+        return "models there: " + (", ".join(names) or "none")
 
     def _checked_config(self) -> dict:
         a = self.address

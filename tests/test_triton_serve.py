@@ -1,0 +1,158 @@
+"""dfr-serve (a real Triton server through PyTriton) against the triton backend, on free local ports.
+
+PyTriton needs numpy < 2, so the server usually runs from its own venv: set DFR_SERVE_PYTHON to that
+venv's python (`pip install -e '.[serve]'` there). The client side runs here, in the test's Python.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dfr_edge.runtime import load_detector
+from dfr_edge.runtime.triton.client import TritonServerError, TritonUnavailableError
+
+pytestmark = pytest.mark.serve
+REPO_ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 180
+
+
+def serve_python() -> str | None:
+    explicit = os.environ.get("DFR_SERVE_PYTHON")
+    if explicit:
+        return explicit
+    return sys.executable if importlib.util.find_spec("pytriton") else None
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class ServeProcess:
+    """dfr-serve in a child process, with its log in a file; stop() is safe to call twice."""
+
+    def __init__(self, model: Path, log: Path, *extra: str):
+        python = serve_python()
+        if python is None:
+            pytest.skip("pytriton is not importable: set DFR_SERVE_PYTHON to a python with dfr-edge[serve]")
+        self.http, self.grpc, self.metrics = free_ports(3)
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+        self.log = log
+        self.process = subprocess.Popen(
+            [python, "-m", "dfr_edge.cli.serve", str(model), "--http-port", str(self.http), "--grpc-port",
+             str(self.grpc), "--metrics-port", str(self.metrics), "--threads", "1", *extra],
+            env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while "serving " not in log.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"dfr-serve did not start:\n{log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.5)
+
+    def url(self, protocol: str = "grpc") -> str:
+        return f"triton://127.0.0.1:{self.grpc}/dfr" if protocol == "grpc" else f"triton+http://127.0.0.1:{self.http}/dfr"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_onnx, tmp_path_factory):
+    # A long queue delay makes concurrent requests meet in one batch even on a busy 2-core machine.
+    process = ServeProcess(tiny_onnx, tmp_path_factory.mktemp("serve") / "serve.log", "--queue-delay-us", "50000")
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    return np.random.default_rng(3).integers(0, 256, (11, 64, 64, 3), dtype=np.uint8)  # 11 > max batch 8
+
+
+@pytest.mark.parametrize("protocol,shared_memory", [("grpc", True), ("grpc", False), ("http", False)])
+def test_remote_equals_local_bit_for_bit(server, tiny_onnx, frames, protocol, shared_memory):
+    if protocol == "http":
+        pytest.importorskip("geventhttpclient")
+    remote = load_detector(server.url(protocol), shared_memory=shared_memory)
+    local = load_detector(tiny_onnx)
+    assert (remote.pixel_threshold, remote.image_threshold, remote.size) == \
+        (local.pixel_threshold, local.image_threshold, local.size)
+    (rmap, rscore), (lmap, lscore) = remote.infer(frames), local.infer(frames)
+    assert np.array_equal(rmap, lmap) and np.array_equal(rscore, lscore) and rscore.shape == (11,)
+    frame = np.random.default_rng(4).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    r, l = remote.detect([frame])[0], local.detect([frame])[0]
+    assert (r.score, r.anomalous, r.boxes) == (l.score, l.anomalous, l.boxes)
+    remote.backend.close()
+
+
+def test_concurrent_clients_are_batched(server, frames):
+    import tritonclient.grpc as grpcclient
+
+    def client(index: int) -> None:
+        detector = load_detector(server.url())
+        for i in range(4):
+            detector.infer(frames[(index + i) % len(frames)][None])
+        detector.backend.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}").get_inference_statistics("dfr", as_json=True)
+    sizes = {int(b["batch_size"]) for b in stats["model_stats"][0]["batch_stats"]}
+    assert max(sizes) > 1, f"no batch larger than 1 formed: {sizes}"
+
+
+def test_bad_requests_are_refused_and_the_server_keeps_serving(server, frames):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}")
+
+    def request(array: np.ndarray, dtype: str):
+        tensor = grpcclient.InferInput("image", list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        return client.infer("dfr", [tensor])
+
+    for array, dtype, expected in [(frames[:1].astype(np.float32), "FP32", "data-type"),
+                                   (np.zeros((1, 32, 32, 3), np.uint8), "UINT8", "shape"),
+                                   (np.zeros((9, 64, 64, 3), np.uint8), "UINT8", "batch")]:
+        with pytest.raises(InferenceServerException, match=expected):
+            request(array, dtype)
+    assert request(frames[:2], "UINT8").as_numpy("score").shape == (2, 1)
+    with pytest.raises(TritonServerError, match="'nope' is not ready"):
+        load_detector(f"triton://127.0.0.1:{server.grpc}/nope")
+
+
+def test_server_stopped_mid_run_is_reported(tiny_onnx, frames, tmp_path):
+    process = ServeProcess(tiny_onnx, tmp_path / "serve.log")
+    try:
+        detector = load_detector(process.url(), timeout_s=10)
+        detector.infer(frames[:1])
+    finally:
+        process.stop()
+    with pytest.raises(TritonUnavailableError, match="not reachable"):
+        detector.infer(frames[:1])
