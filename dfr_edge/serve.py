@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import socket
+import subprocess
 import sysconfig
 import threading
 import time
@@ -199,3 +202,48 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nobody listens on right now (for tests and benchmarks that start their own server)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class ServeProcess:
+    """dfr-serve in a child process (possibly another venv's python) on free ports, its log in a file."""
+
+    def __init__(self, python: str, model: Path, log: Path, *extra: str, start_timeout_s: float = 180.0):
+        self.http, self.grpc, self.metrics = free_ports(3)
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+        self.log = Path(log)
+        self.process = subprocess.Popen(
+            [python, "-m", "dfr_edge.cli.serve", str(model), "--http-port", str(self.http), "--grpc-port",
+             str(self.grpc), "--metrics-port", str(self.metrics), *extra],
+            env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + start_timeout_s
+        while "serving " not in self.log.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"dfr-serve did not start:\n{self.log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.5)
+
+    def url(self, protocol: str = "grpc", name: str = DEFAULT_NAME) -> str:
+        if protocol == "grpc":
+            return f"triton://127.0.0.1:{self.grpc}/{name}"
+        return f"triton+http://127.0.0.1:{self.http}/{name}"
+
+    def stop(self) -> None:
+        """SIGTERM (a clean Triton shutdown), then a kill if it takes over a minute; safe to call twice."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +17,9 @@ import pytest
 
 from dfr_edge.runtime import load_detector
 from dfr_edge.runtime.triton.client import TritonServerError, TritonUnavailableError
+from dfr_edge.serve import ServeProcess
 
 pytestmark = pytest.mark.serve
-REPO_ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 180
 
 
 def serve_python() -> str | None:
@@ -34,54 +29,20 @@ def serve_python() -> str | None:
     return sys.executable if importlib.util.find_spec("pytriton") else None
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-class ServeProcess:
-    """dfr-serve in a child process, with its log in a file; stop() is safe to call twice."""
-
-    def __init__(self, model: Path, log: Path, *extra: str):
-        python = serve_python()
-        if python is None:
-            pytest.skip("pytriton is not importable: set DFR_SERVE_PYTHON to a python with dfr-edge[serve]")
-        self.http, self.grpc, self.metrics = free_ports(3)
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-        self.log = log
-        self.process = subprocess.Popen(
-            [python, "-m", "dfr_edge.cli.serve", str(model), "--http-port", str(self.http), "--grpc-port",
-             str(self.grpc), "--metrics-port", str(self.metrics), "--threads", "1", *extra],
-            env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while "serving " not in log.read_text(errors="replace"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"dfr-serve did not start:\n{log.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.5)
-
-    def url(self, protocol: str = "grpc") -> str:
-        return f"triton://127.0.0.1:{self.grpc}/dfr" if protocol == "grpc" else f"triton+http://127.0.0.1:{self.http}/dfr"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+def start_server(model: Path, log: Path, *extra: str) -> ServeProcess:
+    python = serve_python()
+    if python is None:
+        pytest.skip("pytriton is not importable: set DFR_SERVE_PYTHON to a python with dfr-edge[serve]")
+    try:
+        return ServeProcess(python, model, log, "--threads", "1", *extra)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="module")
 def server(tiny_onnx, tmp_path_factory):
     # A long queue delay makes concurrent requests meet in one batch even on a busy 2-core machine.
-    process = ServeProcess(tiny_onnx, tmp_path_factory.mktemp("serve") / "serve.log", "--queue-delay-us", "50000")
+    process = start_server(tiny_onnx, tmp_path_factory.mktemp("serve") / "serve.log", "--queue-delay-us", "50000")
     yield process
     process.stop()
 
@@ -148,7 +109,7 @@ def test_bad_requests_are_refused_and_the_server_keeps_serving(server, frames):
 
 
 def test_server_stopped_mid_run_is_reported(tiny_onnx, frames, tmp_path):
-    process = ServeProcess(tiny_onnx, tmp_path / "serve.log")
+    process = start_server(tiny_onnx, tmp_path / "serve.log")
     try:
         detector = load_detector(process.url(), timeout_s=10)
         detector.infer(frames[:1])

@@ -1,0 +1,144 @@
+"""The cost of serving through Triton (dfr-serve) against running the same ONNX file locally.
+
+    python benchmarks/triton_serving.py --model BUNDLE/model.onnx [--data ../shared/datasets/mvtec_ad/bottle]
+
+Run it with the serve venv's python (PyTriton and tritonclient[all]: see README "Scale-out"); it starts
+dfr-serve itself on free ports (2 instances, 1 ONNX Runtime thread each, max batch 8, default queue
+delay) and measures, client and server on this machine:
+- parity: every test image of --data through gRPC + shared memory vs local ONNX Runtime (max abs diff);
+- batch-1 latency, model only (frames already at model size): local session (1 thread) and the
+  server over HTTP, gRPC and gRPC + shared memory, interleaved per round; medians, overhead = minus local;
+- throughput of 4 concurrent gRPC + shared-memory clients sending single frames, against the best
+  local throughput on the same cores (2 sessions x 1 thread in 2 threads, or 1 session x 2 threads at
+  batch 8), and the batch sizes the server formed (its statistics).
+Prints a table and writes benchmarks/results/triton_serving.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dfr_edge import __version__
+from dfr_edge.data.mvtec import load_test_arrays, open_dataset
+from dfr_edge.report import format_table, machine_info, write_json
+from dfr_edge.runtime.onnxrt import OnnxRuntimeBackend
+from dfr_edge.runtime.triton.client import TritonBackend
+from dfr_edge.serve import ServeProcess
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE.parent.parent / "shared" / "datasets" / "mvtec_ad" / "bottle"
+CLIENTS = 4
+
+
+def latency_ms(runners: dict, frames: np.ndarray, rounds: int) -> dict[str, float]:
+    """Median batch-1 latency per runner, the runners taking turns so machine noise hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for r in range(rounds):
+        frame = frames[r % len(frames)][None]
+        for name, infer in runners.items():
+            start = time.perf_counter()
+            infer(frame)
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def parallel_throughput(workers: list, frames: np.ndarray, batch: int, seconds: float) -> float:
+    """Images per second with one thread per worker (an infer callable), each sending `batch` frames."""
+    counts = [0] * len(workers)
+    stop = time.perf_counter() + seconds
+
+    def run(i: int) -> None:
+        k = i
+        while time.perf_counter() < stop:
+            start = k % (len(frames) - batch + 1)
+            workers[i](frames[start:start + batch])
+            counts[i] += batch
+            k += 1
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(workers))]
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - began)
+
+
+def batch_histogram(server: ServeProcess) -> dict[int, int]:
+    import tritonclient.grpc as grpcclient
+
+    stats = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}").get_inference_statistics("dfr", as_json=True)
+    return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats["model_stats"][0]["batch_stats"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, required=True, help="exported ONNX file to serve")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MVTec-layout folder (its test split is used)")
+    p.add_argument("--rounds", type=int, default=60, help="batch-1 requests per runner")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of each throughput run")
+    p.add_argument("--serve-python", default=sys.executable, help="python that has dfr-edge[serve]")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "triton_serving.json")
+    args = p.parse_args()
+
+    local = OnnxRuntimeBackend(args.model, threads=1)
+    test = load_test_arrays(open_dataset(args.data), local.height, local.width)
+    frames = test.images
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ServeProcess(args.serve_python, args.model, Path(tmp) / "serve.log", "--instances", "2",
+                              "--threads", "1")
+        try:
+            remote = {"http": TritonBackend(server.url("http"), shared_memory=False),
+                      "grpc": TritonBackend(server.url(), shared_memory=False),
+                      "grpc+shm": TritonBackend(server.url(), shared_memory=True)}
+            rmap, rscore = remote["grpc+shm"].infer(frames)
+            lmap, lscore = local.infer(frames)
+            parity = {"images": len(frames), "map_max_abs": float(np.abs(rmap - lmap).max()),
+                      "score_max_abs": float(np.abs(rscore - lscore).max())}
+            latency_ms({"warm-up": remote["grpc"].infer}, frames, 5)
+            latency = latency_ms({"local": local.infer, **{k: b.infer for k, b in remote.items()}}, frames,
+                                 args.rounds)
+            before = batch_histogram(server)
+            clients = [TritonBackend(server.url(), shared_memory=True).infer for _ in range(CLIENTS)]
+            served = parallel_throughput(clients, frames, 1, args.seconds)
+            after = batch_histogram(server)
+            batches = {size: after[size] - before.get(size, 0) for size in sorted(after)
+                       if after[size] - before.get(size, 0)}
+        finally:
+            server.stop()
+    two_threads = OnnxRuntimeBackend(args.model, threads=2)
+    local_best = {"2 sessions x 1 thread, batch 1":
+                  parallel_throughput([local.infer, OnnxRuntimeBackend(args.model, threads=1).infer], frames, 1,
+                                      args.seconds),
+                  "1 session x 2 threads, batch 8": parallel_throughput([two_threads.infer], frames, 8, args.seconds)}
+    best = max(local_best.values())
+
+    rows = [["parity (max abs map / score)", f"{parity['map_max_abs']:g} / {parity['score_max_abs']:g}",
+             f"{parity['images']} test images"]]
+    rows += [[f"batch-1 latency {k}", f"{v:.2f} ms", "" if k == "local" else f"overhead {v - latency['local']:+.2f} ms"]
+             for k, v in latency.items()]
+    rows += [[f"local throughput, {k}", f"{v:.1f} img/s", ""] for k, v in local_best.items()]
+    rows.append([f"served throughput, {CLIENTS} clients", f"{served:.1f} img/s",
+                 f"{served / best:.0%} of best local; batches formed {batches}"])
+    print(format_table(["measure", "value", "note"], rows))
+    write_json(args.out, {
+        "benchmark": "triton_serving", "dfr_edge": __version__, "machine": machine_info(),
+        "model": str(args.model), "data": str(args.data), "frame": [local.height, local.width],
+        "server": "dfr-serve (PyTriton), 2 instances x 1 ONNX Runtime thread, max batch 8",
+        "parity": parity, "latency_ms_median": latency,
+        "overhead_ms": {k: v - latency["local"] for k, v in latency.items() if k != "local"},
+        "throughput_img_s": {"served_4_clients": served, **local_best}, "served_vs_best_local": served / best,
+        "batch_sizes_formed": batches, "rounds": args.rounds, "seconds": args.seconds,
+    })
+
+
+if __name__ == "__main__":
+    main()
