@@ -3,8 +3,8 @@
     python benchmarks/triton_serving.py --model BUNDLE/model.onnx [--data ../shared/datasets/mvtec_ad/bottle]
 
 Run it with the serve venv's python (PyTriton and tritonclient[all]: see README "Scale-out"); it starts
-dfr-serve itself on free ports (2 instances, 1 ONNX Runtime thread each, max batch 8, default queue
-delay) and measures, client and server on this machine:
+dfr-serve itself on free ports (2 instances, 1 ONNX Runtime thread each, max batch 8, the default
+2 ms queue delay unless --queue-delay-us says otherwise) and measures, client and server on this machine:
 - parity: every test image of --data through gRPC + shared memory vs local ONNX Runtime (max abs diff);
 - batch-1 latency, model only (frames already at model size): local session (1 thread) and the
   server over HTTP, gRPC and gRPC + shared memory, interleaved per round; medians, overhead = minus local;
@@ -17,6 +17,7 @@ Prints a table and writes benchmarks/results/triton_serving.json.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -31,6 +32,7 @@ from dfr_edge.data.mvtec import load_test_arrays, open_dataset
 from dfr_edge.report import format_table, machine_info, write_json
 from dfr_edge.runtime.onnxrt import OnnxRuntimeBackend
 from dfr_edge.runtime.triton.client import TritonBackend
+from dfr_edge.runtime.triton.model import DEFAULT_QUEUE_DELAY_US
 from dfr_edge.serve import ServeProcess
 
 HERE = Path(__file__).resolve().parent
@@ -85,6 +87,8 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MVTec-layout folder (its test split is used)")
     p.add_argument("--rounds", type=int, default=60, help="batch-1 requests per runner")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each throughput run")
+    p.add_argument("--queue-delay-us", type=int, default=DEFAULT_QUEUE_DELAY_US,
+                   help="dfr-serve's batching wait (0: latency of the serving path alone)")
     p.add_argument("--serve-python", default=sys.executable, help="python that has dfr-edge[serve]")
     p.add_argument("--out", type=Path, default=HERE / "results" / "triton_serving.json")
     args = p.parse_args()
@@ -94,7 +98,7 @@ def main() -> None:
     frames = test.images
     with tempfile.TemporaryDirectory() as tmp:
         server = ServeProcess(args.serve_python, args.model, Path(tmp) / "serve.log", "--instances", "2",
-                              "--threads", "1")
+                              "--threads", "1", "--queue-delay-us", str(args.queue_delay_us))
         try:
             remote = {"http": TritonBackend(server.url("http"), shared_memory=False),
                       "grpc": TritonBackend(server.url(), shared_memory=False),
@@ -133,10 +137,12 @@ def main() -> None:
         "benchmark": "triton_serving", "dfr_edge": __version__, "machine": machine_info(),
         "model": str(args.model), "data": str(args.data), "frame": [local.height, local.width],
         "server": "dfr-serve (PyTriton), 2 instances x 1 ONNX Runtime thread, max batch 8",
+        "queue_delay_us": args.queue_delay_us,
         "parity": parity, "latency_ms_median": latency,
         "overhead_ms": {k: v - latency["local"] for k, v in latency.items() if k != "local"},
         "throughput_img_s": {"served_4_clients": served, **local_best}, "served_vs_best_local": served / best,
         "batch_sizes_formed": batches, "rounds": args.rounds, "seconds": args.seconds,
+        "load_average_1_5_15_min_at_end": os.getloadavg(),  # the machine is shared: how busy it was
     })
 
 

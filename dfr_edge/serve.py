@@ -218,16 +218,18 @@ def free_ports(count: int) -> list[int]:
 class ServeProcess:
     """dfr-serve in a child process (possibly another venv's python) on free ports, its log in a file."""
 
-    def __init__(self, python: str, model: Path, log: Path, *extra: str, start_timeout_s: float = 180.0):
-        self.http, self.grpc, self.metrics = free_ports(3)
+    def __init__(self, python: str, model: Path, log: Path, *extra: str, start_timeout_s: float = 180.0,
+                 ports: tuple[int, int, int] | None = None):
+        self.http, self.grpc, self.metrics = ports or free_ports(3)
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
         self.log = Path(log)
+        offset = self.log.stat().st_size if self.log.exists() else 0  # a restart appends to the same log
         self.process = subprocess.Popen(
             [python, "-m", "dfr_edge.cli.serve", str(model), "--http-port", str(self.http), "--grpc-port",
              str(self.grpc), "--metrics-port", str(self.metrics), *extra],
-            env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            env=env, stdout=self.log.open("a"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + start_timeout_s
-        while "serving " not in self.log.read_text(errors="replace"):
+        while b"serving " not in self.log.read_bytes()[offset:]:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"dfr-serve did not start:\n{self.log.read_text(errors='replace')[-3000:]}")

@@ -10,6 +10,7 @@ import importlib.util
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +30,12 @@ def serve_python() -> str | None:
     return sys.executable if importlib.util.find_spec("pytriton") else None
 
 
-def start_server(model: Path, log: Path, *extra: str) -> ServeProcess:
+def start_server(model: Path, log: Path, *extra: str, ports: tuple[int, int, int] | None = None) -> ServeProcess:
     python = serve_python()
     if python is None:
         pytest.skip("pytriton is not importable: set DFR_SERVE_PYTHON to a python with dfr-edge[serve]")
     try:
-        return ServeProcess(python, model, log, "--threads", "1", *extra)
+        return ServeProcess(python, model, log, "--threads", "1", *extra, ports=ports)
     except RuntimeError as exc:
         pytest.fail(str(exc))
 
@@ -108,12 +109,37 @@ def test_bad_requests_are_refused_and_the_server_keeps_serving(server, frames):
         load_detector(f"triton://127.0.0.1:{server.grpc}/nope")
 
 
-def test_server_stopped_mid_run_is_reported(tiny_onnx, frames, tmp_path):
-    process = start_server(tiny_onnx, tmp_path / "serve.log")
+def test_server_stopped_mid_run_is_reported_and_the_client_resumes_when_it_is_back(tiny_onnx, frames, tmp_path):
+    log = tmp_path / "serve.log"
+    process = start_server(tiny_onnx, log)
     try:
-        detector = load_detector(process.url(), timeout_s=10)
-        detector.infer(frames[:1])
+        detector = load_detector(process.url(), timeout_s=10)  # local: shared memory regions registered
+        expected = detector.infer(frames[:2])
     finally:
         process.stop()
     with pytest.raises(TritonUnavailableError, match="not reachable"):
-        detector.infer(frames[:1])
+        detector.infer(frames[:2])
+    process = start_server(tiny_onnx, log, ports=(process.http, process.grpc, process.metrics))
+    try:
+        for _ in range(30):  # what a camera loop does: retry while the channel reconnects
+            try:
+                again = detector.infer(frames[:2])
+                break
+            except TritonUnavailableError:
+                time.sleep(1)
+        assert np.array_equal(again[0], expected[0]) and np.array_equal(again[1], expected[1])
+    finally:
+        process.stop()
+
+
+def test_dfr_infer_takes_a_server_url(server, tiny_onnx, tiny_data, tmp_path):
+    import json
+
+    from dfr_edge.cli.infer import main
+
+    images = str(tiny_data / "test" / "good")
+    for model, out in ((server.url(), tmp_path / "remote"), (str(tiny_onnx), tmp_path / "local")):
+        assert main([model, images, "--out", str(out), "--no-images"]) == 0
+    remote, local = ([json.loads(line) for line in (d / "results.jsonl").read_text().splitlines()]
+                     for d in (tmp_path / "remote", tmp_path / "local"))
+    assert len(remote) == 4 and remote == local

@@ -20,7 +20,8 @@ EXIT_SOME_FAILED = 1
 def parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="dfr-infer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", type=Path, help="exported .onnx file (any variant), or a bundle folder: its best one here")
+    p.add_argument("model", help="exported .onnx file (any variant), a bundle folder (its best one here), or a "
+                                 "Triton server's model: triton://HOST:8001/NAME")
     p.add_argument("inputs", nargs="+", help="image files, folders, glob patterns or video files")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--batch-size", type=positive_int, default=8)
@@ -67,7 +68,7 @@ def infer(args: argparse.Namespace) -> int:
     from dfr_edge.runtime.writer import ResultWriter
     from dfr_edge.threads import default_threads
 
-    model = pick_model(args.model, args.provider) if args.model.is_dir() else args.model  # lean: no torch
+    model = pick_model(Path(args.model), args.provider) if Path(args.model).is_dir() else args.model  # lean: no torch
     detector = load_detector(model, provider=args.provider, pixel_threshold=args.pixel_threshold,
                              image_threshold=args.image_threshold, max_batch=args.batch_size,
                              threads=args.threads or default_threads())

@@ -208,14 +208,18 @@ class _SharedMemory:
         self.sizes = {INPUT: max_batch * h * w * 3, MAP_OUTPUT: max_batch * h * w * 4, SCORE_OUTPUT: max_batch * 4}
         prefix = f"dfr_{os.getpid()}_{next(_region_ids)}"
         self.names = {tensor: f"{prefix}_{tensor}" for tensor in self.sizes}
-        self.handles = {}
-        client = backend._client
+        self.handles = {tensor: shm.create_shared_memory_region(self.names[tensor], "/" + self.names[tensor], size)
+                        for tensor, size in self.sizes.items()}
+        self._finalizer = weakref.finalize(self, _release, backend._client, shm, dict(self.names),
+                                           dict(self.handles))
+        self.register()
+
+    def register(self) -> None:
+        """Tell the server about the regions (again after it restarted: it forgets them)."""
         for tensor, size in self.sizes.items():
             name = self.names[tensor]
-            self.handles[tensor] = shm.create_shared_memory_region(name, "/" + name, size)
-            backend._call(client.register_system_shared_memory, name, "/" + name, size,
-                          what="register shared memory (is the server on this host? pass shared_memory=False)")
-        self._finalizer = weakref.finalize(self, _release, client, shm, dict(self.names), dict(self.handles))
+            self._backend._call(self._backend._client.register_system_shared_memory, name, "/" + name, size,
+                                what="register shared memory (is the server on this host? pass shared_memory=False)")
 
     def infer(self, images: np.ndarray, image, outputs) -> tuple[np.ndarray, np.ndarray]:
         n, h, w = len(images), self._backend.height, self._backend.width
@@ -224,7 +228,13 @@ class _SharedMemory:
             image.set_shared_memory(self.names[INPUT], images.nbytes)
             outputs[0].set_shared_memory(self.names[MAP_OUTPUT], n * h * w * 4)
             outputs[1].set_shared_memory(self.names[SCORE_OUTPUT], n * 4)
-            self._backend._request(image, outputs)
+            try:
+                self._backend._request(image, outputs)
+            except TritonServerError as exc:
+                if "shared memory" not in str(exc) or isinstance(exc, TritonUnavailableError):
+                    raise
+                self.register()  # a restarted server: same regions, registered anew
+                self._backend._request(image, outputs)
             amap = self._shm.get_contents_as_numpy(self.handles[MAP_OUTPUT], np.float32, [n, h, w]).copy()
             score = self._shm.get_contents_as_numpy(self.handles[SCORE_OUTPUT], np.float32, [n]).copy()
         return amap, score
