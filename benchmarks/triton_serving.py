@@ -5,7 +5,8 @@
 Run it with the serve venv's python (PyTriton and tritonclient[all]: see README "Scale-out"); it starts
 dfr-serve itself on free ports (2 instances, 1 ONNX Runtime thread each, max batch 8, the default
 2 ms queue delay unless --queue-delay-us says otherwise) and measures, client and server on this machine:
-- parity: every test image of --data through gRPC + shared memory vs local ONNX Runtime (max abs diff);
+- parity: every test image of --data through HTTP, gRPC and gRPC + shared memory vs local ONNX Runtime
+  (max abs difference);
 - batch-1 latency, model only (frames already at model size): local session (1 thread) and the
   server over HTTP, gRPC and gRPC + shared memory, interleaved per round; medians, overhead = minus local;
 - throughput of 4 concurrent gRPC + shared-memory clients sending single frames, against the best
@@ -103,10 +104,12 @@ def main() -> None:
             remote = {"http": TritonBackend(server.url("http"), shared_memory=False),
                       "grpc": TritonBackend(server.url(), shared_memory=False),
                       "grpc+shm": TritonBackend(server.url(), shared_memory=True)}
-            rmap, rscore = remote["grpc+shm"].infer(frames)
             lmap, lscore = local.infer(frames)
-            parity = {"images": len(frames), "map_max_abs": float(np.abs(rmap - lmap).max()),
-                      "score_max_abs": float(np.abs(rscore - lscore).max())}
+            parity = {"images": len(frames)}
+            for protocol, backend in remote.items():
+                rmap, rscore = backend.infer(frames)
+                parity[protocol] = {"map_max_abs": float(np.abs(rmap - lmap).max()),
+                                    "score_max_abs": float(np.abs(rscore - lscore).max())}
             latency_ms({"warm-up": remote["grpc"].infer}, frames, 5)
             latency = latency_ms({"local": local.infer, **{k: b.infer for k, b in remote.items()}}, frames,
                                  args.rounds)
@@ -125,8 +128,8 @@ def main() -> None:
                   "1 session x 2 threads, batch 8": parallel_throughput([two_threads.infer], frames, 8, args.seconds)}
     best = max(local_best.values())
 
-    rows = [["parity (max abs map / score)", f"{parity['map_max_abs']:g} / {parity['score_max_abs']:g}",
-             f"{parity['images']} test images"]]
+    rows = [[f"parity {k} (max abs map / score)", f"{v['map_max_abs']:g} / {v['score_max_abs']:g}",
+             f"{parity['images']} test images"] for k, v in parity.items() if k != "images"]
     rows += [[f"batch-1 latency {k}", f"{v:.2f} ms", "" if k == "local" else f"overhead {v - latency['local']:+.2f} ms"]
              for k, v in latency.items()]
     rows += [[f"local throughput, {k}", f"{v:.1f} img/s", ""] for k, v in local_best.items()]

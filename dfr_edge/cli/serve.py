@@ -44,17 +44,20 @@ def main(argv: list[str] | None = None) -> int:
     options = ServeOptions(name=args.name, http_port=args.http_port, grpc_port=args.grpc_port,
                            metrics_port=args.metrics_port, max_batch=args.max_batch, instances=args.instances,
                            queue_delay_us=args.queue_delay_us, provider=args.provider, threads=args.threads)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    server = Server(args.model, options)
-    print(f"serving {server.path} as {server.model.name} ({server.backend_name}, max batch "
-          f"{server.model.max_batch_size}, {server.model.instances} instance(s)): "
-          f"triton://localhost:{args.grpc_port}/{server.model.name} (gRPC), "
-          f"triton+http://localhost:{args.http_port}/{server.model.name}, "
-          f"metrics http://localhost:{args.metrics_port}/metrics", flush=True)
-    if server.wait():
-        print("error: the Triton server stopped unexpectedly (see its log above)", file=sys.stderr)
-        return 1
-    return 0
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a clean Triton shutdown on `kill`
+    try:
+        server = Server(args.model, options)
+        print(f"serving {server.path} as {server.model.name} ({server.backend_name}, max batch "
+              f"{server.model.max_batch_size}, {server.model.instances} instance(s)): "
+              f"triton://localhost:{args.grpc_port}/{server.model.name} (gRPC), "
+              f"triton+http://localhost:{args.http_port}/{server.model.name}, "
+              f"metrics http://localhost:{args.metrics_port}/metrics", flush=True)
+        if server.wait():
+            print("error: the Triton server stopped unexpectedly (see its log above)", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
