@@ -3,11 +3,12 @@
     python benchmarks/triton_serving.py --model BUNDLE/model.onnx [--data ../shared/datasets/mvtec_ad/bottle]
 
 Run it with the serve venv's python (PyTriton and tritonclient[all]: see README "Scale-out"); it starts
-dfr-serve itself on free ports (2 instances, 1 ONNX Runtime thread each, max batch 8, the default
-2 ms queue delay unless --queue-delay-us says otherwise) and measures, client and server on this machine:
+dfr-serve itself on free ports (by default 1 instance with 2 ONNX Runtime threads, max batch 8, the
+default 2 ms queue delay; more instances often lose PyTriton 0.7's start-up race on a busy machine, which
+dfr-serve retries) and measures, client and server on this machine:
 - parity: every test image of --data through HTTP, gRPC and gRPC + shared memory vs local ONNX Runtime
   (max abs difference);
-- batch-1 latency, model only (frames already at model size): local session (1 thread) and the
+- batch-1 latency, model only (frames already at model size): a local session (same threads) and the
   server over HTTP, gRPC and gRPC + shared memory, interleaved per round; medians, overhead = minus local;
 - throughput of 4 concurrent gRPC + shared-memory clients sending single frames, against the best
   local throughput on the same cores (2 sessions x 1 thread in 2 threads, or 1 session x 2 threads at
@@ -88,18 +89,21 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MVTec-layout folder (its test split is used)")
     p.add_argument("--rounds", type=int, default=60, help="batch-1 requests per runner")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each throughput run")
+    p.add_argument("--instances", type=int, default=1, help="served model instances")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads per served instance (and local)")
     p.add_argument("--queue-delay-us", type=int, default=DEFAULT_QUEUE_DELAY_US,
                    help="dfr-serve's batching wait (0: latency of the serving path alone)")
     p.add_argument("--serve-python", default=sys.executable, help="python that has dfr-edge[serve]")
     p.add_argument("--out", type=Path, default=HERE / "results" / "triton_serving.json")
     args = p.parse_args()
 
-    local = OnnxRuntimeBackend(args.model, threads=1)
+    local = OnnxRuntimeBackend(args.model, threads=args.threads)
     test = load_test_arrays(open_dataset(args.data), local.height, local.width)
     frames = test.images
     with tempfile.TemporaryDirectory() as tmp:
-        server = ServeProcess(args.serve_python, args.model, Path(tmp) / "serve.log", "--instances", "2",
-                              "--threads", "1", "--queue-delay-us", str(args.queue_delay_us))
+        server = ServeProcess(args.serve_python, args.model, Path(tmp) / "serve.log", "--threads", str(args.threads),
+                              "--instances", str(args.instances),
+                              "--queue-delay-us", str(args.queue_delay_us))
         try:
             remote = {"http": TritonBackend(server.url("http"), shared_memory=False),
                       "grpc": TritonBackend(server.url(), shared_memory=False),
@@ -121,11 +125,10 @@ def main() -> None:
                        if after[size] - before.get(size, 0)}
         finally:
             server.stop()
-    two_threads = OnnxRuntimeBackend(args.model, threads=2)
-    local_best = {"2 sessions x 1 thread, batch 1":
-                  parallel_throughput([local.infer, OnnxRuntimeBackend(args.model, threads=1).infer], frames, 1,
-                                      args.seconds),
-                  "1 session x 2 threads, batch 8": parallel_throughput([two_threads.infer], frames, 8, args.seconds)}
+    one_thread = [OnnxRuntimeBackend(args.model, threads=1).infer for _ in range(2)]
+    two_threads = OnnxRuntimeBackend(args.model, threads=2).infer
+    local_best = {"2 sessions x 1 thread, batch 1": parallel_throughput(one_thread, frames, 1, args.seconds),
+                  "1 session x 2 threads, batch 8": parallel_throughput([two_threads], frames, 8, args.seconds)}
     best = max(local_best.values())
 
     rows = [[f"parity {k} (max abs map / score)", f"{v['map_max_abs']:g} / {v['score_max_abs']:g}",
@@ -139,7 +142,8 @@ def main() -> None:
     write_json(args.out, {
         "benchmark": "triton_serving", "dfr_edge": __version__, "machine": machine_info(),
         "model": str(args.model), "data": str(args.data), "frame": [local.height, local.width],
-        "server": "dfr-serve (PyTriton), 2 instances x 1 ONNX Runtime thread, max batch 8",
+        "server": f"dfr-serve (PyTriton), {args.instances} instance(s) x {args.threads} ONNX Runtime "
+                  f"thread(s), max batch 8",
         "queue_delay_us": args.queue_delay_us,
         "parity": parity, "latency_ms_median": latency,
         "overhead_ms": {k: v - latency["local"] for k, v in latency.items() if k != "local"},

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # Endpoints a client may not use without PyTriton's token: loading/unloading models, tracing, logging.
 # Shared memory and statistics stay open, as on a plain tritonserver, for local clients and metrics.
 RESTRICTED_ENDPOINTS = ["model-repository", "trace", "logging"]
+START_ATTEMPTS = 3  # only --instances > 1 retries (see Server.__init__)
 
 
 @dataclass(frozen=True)
@@ -131,17 +132,17 @@ class Server:
         self.options = options
         self.backend_name = first.name
         self._backends = backends
-        for attempt in (1, 2):
+        for attempt in range(1, START_ATTEMPTS + 1):
             self._triton = self._bind(first)
             try:
                 self._start(options.start_timeout_s)
                 return
             except RuntimeError as exc:
                 # PyTriton 0.7 gives the 2nd..Kth instance 1 s to find the first one's handshake socket;
-                # on a busy machine that race is lost now and then: one fresh start, then give up.
-                if attempt == 2 or options.instances == 1 or "config.sock" not in str(exc):
+                # on a busy machine that race is often lost: start afresh a few times, then give up.
+                if attempt == START_ATTEMPTS or options.instances == 1 or "config.sock" not in str(exc):
                     raise
-                log.warning("PyTriton instance handshake timed out; starting the server once more")
+                log.warning("PyTriton's instance handshake timed out (a busy CPU); starting the server again")
 
     def _bind(self, first: OnnxRuntimeBackend):
         batch, DynamicBatcher, ModelConfig, Tensor, Triton, TritonConfig, TritonSecurityConfig = _import_pytriton()
