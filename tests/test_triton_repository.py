@@ -79,20 +79,39 @@ def test_tensorrt_accelerator_options(tiny_onnx):
         options(trt_accelerator="fp16", kind="cpu")
 
 
-def test_engines_with_sidecars_become_a_tensorrt_plan_model(tmp_path, tiny_onnx):
+def write_engine(folder, onnx_file, manifest, cc: str, **key) -> None:
+    """A plan file with the sidecar dfr-export --engine writes (runtime/tensorrt/engine_info.py)."""
+    from dfr_edge.digest import sha256_file
+    from dfr_edge.runtime.tensorrt.engine_info import SIDECAR_SCHEMA, SIDECAR_VERSION, EngineKey, sidecar_path
+
+    fields = dict(tensorrt="10.3.0", gpu="NVIDIA A2", compute_capability=cc, precision="fp16", max_batch=8,
+                  dla_core=None, onnx_sha256=sha256_file(onnx_file))
+    engine_key = EngineKey(**{**fields, **key})
+    engine = folder / engine_key.filename()
+    engine.write_bytes(b"plan " + engine.name.encode())
+    sidecar_path(engine).write_text(json.dumps({"schema": SIDECAR_SCHEMA, "schema_version": SIDECAR_VERSION,
+                                                "key": engine_key.__dict__, "dfr": manifest}))
+
+
+def test_engines_built_from_the_file_become_a_tensorrt_plan_model(tmp_path, tiny_onnx):
     bundle = tmp_path / "bundle"
-    bundle.mkdir()
+    engines = bundle / "engines"
+    engines.mkdir(parents=True)
     onnx_file = bundle / "model.onnx"
     onnx_file.write_bytes(tiny_onnx.read_bytes())
-    for cc in ("8.6", "8.7"):
-        engine = bundle / f"model.sm{cc.replace('.', '')}.engine"
-        engine.write_bytes(b"plan " + cc.encode())
-        engine.with_suffix(".json").write_text(json.dumps({"compute_capability": cc}))
-    done = write_repository(onnx_file, tmp_path / "repo", options())
+    manifest = OnnxRuntimeBackend(tiny_onnx).manifest
+    write_engine(engines, onnx_file, manifest, "8.6")
+    write_engine(engines, onnx_file, manifest, "8.7")
+    write_engine(engines, onnx_file, manifest, "7.5", onnx_sha256="0" * 64)  # from another ONNX file
+    write_engine(engines, onnx_file, manifest, "8.9", max_batch=4)  # profile below the served batch
+    write_engine(engines, onnx_file, manifest, "7.2", dla_core=0)  # a Jetson DLA engine
+    done = write_repository(onnx_file, tmp_path / "repo", options(max_batch_size=8))
     config = parse(done.plan_config)
     assert (config.name, config.platform) == ("dfr_trt", "tensorrt_plan")
     assert dict(config.cc_model_filenames) == {"8.6": "model.sm86.plan", "8.7": "model.sm87.plan"}
-    assert (done.plan_config.parent / "1" / "model.sm87.plan").read_bytes() == b"plan 8.7"
+    plan = done.plan_config.parent / "1" / "model.sm87.plan"
+    assert plan.read_bytes().startswith(b"plan model.fp16.trt10.3.0.nvidia-a2.sm87.b8.")
+    assert json.loads(plan.with_name(plan.name + ".json").read_text())["key"]["compute_capability"] == "8.7"
     assert config.parameters["dfr.json"].string_value == parse(done.config).parameters["dfr.json"].string_value
 
 

@@ -2,7 +2,7 @@
 
     REPO/NAME/config.pbtxt        one config for every version: I/O, batching, instances, dfr.json
     REPO/NAME/<n>/model.onnx      each export adds version n+1; nothing is overwritten
-    REPO/NAME_trt/...             tensorrt_plan model when built engines (with sidecars) sit beside it
+    REPO/NAME_trt/...             tensorrt_plan model when the bundle has engines built from that file
     REPO/README.md                how to start the NGC container on the repository
 
 Torch-free (it reads the exported file's metadata with onnxruntime), so a serving box can run it.
@@ -10,15 +10,18 @@ Torch-free (it reads the exported file's metadata with onnxruntime), so a servin
 
 from __future__ import annotations
 
-import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from dfr_edge.atomic import atomic_path
 from dfr_edge.export.triton_readme import REPOSITORY_README
+from dfr_edge.runtime.tensorrt.engine_info import sidecar_path
 from dfr_edge.runtime.triton.model import INPUT, MAP_OUTPUT, SCORE_OUTPUT, ServedModel, parameters
 
+log = logging.getLogger(__name__)
+ENGINE_FOLDER = "engines"  # where dfr-export --engine puts them, each with a JSON sidecar
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx",
                  "int8-cpu": "model.int8-cpu.onnx"}
 TRT_PRECISION = {"fp16": "FP16", "int8": "INT8"}
@@ -157,21 +160,27 @@ def check_same_io(config_path: Path, model: ServedModel) -> None:
         )
 
 
-def engine_plans(onnx_file: Path) -> dict[str, Path]:
-    """Built engines beside the ONNX file, by compute capability, read from their JSON sidecars.
+def engine_plans(onnx_file: Path, max_batch: int) -> dict[str, Path]:
+    """Engines `dfr-export --engine` built from exactly this ONNX file, newest per GPU architecture.
 
-    An engine `X.engine` counts when `X.engine.json` or `X.json` says which `compute_capability`
-    (for example "8.6") it was built for and names this ONNX file's stem in the engine's name.
+    Read from the sidecars in the bundle's engines/ folder: same ONNX sha256, no DLA core (Triton
+    runs plans on GPUs) and an optimization profile that reaches the served max batch.
     """
-    plans: dict[str, Path] = {}
-    for engine in sorted(onnx_file.parent.glob(f"{onnx_file.stem}*.engine")):
-        for sidecar in (engine.with_name(engine.name + ".json"), engine.with_suffix(".json")):
-            if sidecar.is_file():
-                facts = json.loads(sidecar.read_text())
-                cc = facts.get("compute_capability") or facts.get("build", {}).get("compute_capability")
-                if cc:
-                    plans[str(cc)] = engine
-                break
+    from dfr_edge.digest import sha256_file
+    from dfr_edge.runtime.tensorrt.engine_info import engine_key, read_sidecar
+
+    folder = onnx_file.parent / ENGINE_FOLDER
+    if not folder.is_dir():
+        return {}
+    digest, plans = sha256_file(onnx_file), {}
+    for engine in sorted(folder.glob("*.engine"), key=lambda path: path.stat().st_mtime):
+        try:
+            key = engine_key(read_sidecar(engine))
+        except (FileNotFoundError, ValueError) as exc:
+            log.warning("%s left out of the Triton repository: %s", engine.name, exc)
+            continue
+        if key.onnx_sha256 == digest and key.dla_core is None and key.max_batch >= max_batch:
+            plans[key.compute_capability] = engine
     return plans
 
 
@@ -190,7 +199,7 @@ def write_repository(onnx_file: Path, repo: Path, options: RepositoryOptions) ->
     _write_text(model_dir / "config.pbtxt", config)
     result = RepositoryExport(model_dir / "config.pbtxt", target, version)
 
-    plans = engine_plans(onnx_file)
+    plans = engine_plans(onnx_file, model.max_batch_size)
     if plans:
         plan_dir = repo / f"{model.name}_trt"
         names = {cc: f"model.sm{cc.replace('.', '')}.plan" for cc in plans}
@@ -198,7 +207,8 @@ def write_repository(onnx_file: Path, repo: Path, options: RepositoryOptions) ->
         check_same_io(plan_dir / "config.pbtxt", model)
         plan_version = next_version(plan_dir)
         for cc, engine in plans.items():
-            _copy_version(engine, plan_dir / str(plan_version) / names[cc])
+            plan = _copy_version(engine, plan_dir / str(plan_version) / names[cc])
+            _copy_version(sidecar_path(engine), plan.with_name(plan.name + ".json"))  # what it was built for
         _write_text(plan_dir / "config.pbtxt", plan_config)
         result.plan_config = plan_dir / "config.pbtxt"
     _write_text(repo / "README.md", REPOSITORY_README)

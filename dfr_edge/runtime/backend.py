@@ -58,8 +58,9 @@ def load_backend(path: Path | str, **options: Any) -> Backend:
     """Choose the engine from the file type (or a triton:// URL); options go to that engine's loader."""
     from dfr_edge.runtime.triton.client import TritonBackend, is_triton_url
 
-    if is_triton_url(path):
-        return TritonBackend(str(path), **options)
+    if is_triton_url(path):  # the server chooses how the model runs: ONNX Runtime's local options do not apply
+        local_only = ("provider", "threads", "cache_dir", "device_id")
+        return TritonBackend(str(path), **{k: v for k, v in options.items() if k not in local_only})
     path = Path(path)
     if path.is_dir():  # a bundle: the torch module itself (parity reference; needs torch)
         from dfr_edge.runtime.torch_backend import TorchBackend

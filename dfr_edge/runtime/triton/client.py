@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import os
 import threading
 import weakref
@@ -24,7 +23,6 @@ import numpy as np
 from dfr_edge import manifest as manifest_io
 from dfr_edge.runtime.triton.model import EXPORT_PARAMETER, INPUT, MANIFEST_PARAMETER, MAP_OUTPUT, SCORE_OUTPUT
 
-log = logging.getLogger(__name__)
 SCHEMES = {"triton": "grpc", "triton+grpc": "grpc", "triton+http": "http"}
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -92,10 +90,8 @@ def _import_client(protocol: str):
 
 class TritonBackend:
     def __init__(self, url: str, *, timeout_s: float = 30.0, shared_memory: bool | None = None,
-                 max_batch: int | None = None, provider: str | None = None):
+                 max_batch: int | None = None):
         self.address = parse_url(url)
-        if provider not in (None, "cpu"):
-            log.warning("provider %r ignored: the Triton server chooses how %s runs", provider, self.address.model)
         self.timeout_s = timeout_s
         self._client_module, self._server_exception = _import_client(self.address.protocol)
         self._client = self._connect()
