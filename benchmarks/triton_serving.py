@@ -3,9 +3,8 @@
     python benchmarks/triton_serving.py --model BUNDLE/model.onnx [--data ../shared/datasets/mvtec_ad/bottle]
 
 Run it with the serve venv's python (PyTriton and tritonclient[all]: see README "Scale-out"); it starts
-dfr-serve itself on free ports (by default 1 instance with 2 ONNX Runtime threads, max batch 8, the
-default 2 ms queue delay; more instances often lose PyTriton 0.7's start-up race on a busy machine, which
-dfr-serve retries) and measures, client and server on this machine:
+dfr-serve itself on free ports (by default 2 instances x 1 ONNX Runtime thread, which served better here
+than 1 x 2 threads; max batch 8, the default 2 ms queue delay) and measures, client and server on this machine:
 - parity: every test image of --data through HTTP, gRPC and gRPC + shared memory vs local ONNX Runtime
   (max abs difference);
 - batch-1 latency, model only (frames already at model size): a local session (same threads) and the
@@ -89,8 +88,8 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MVTec-layout folder (its test split is used)")
     p.add_argument("--rounds", type=int, default=60, help="batch-1 requests per runner")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each throughput run")
-    p.add_argument("--instances", type=int, default=1, help="served model instances")
-    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads per served instance (and local)")
+    p.add_argument("--instances", type=int, default=2, help="served model instances")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per served instance (and local)")
     p.add_argument("--queue-delay-us", type=int, default=DEFAULT_QUEUE_DELAY_US,
                    help="dfr-serve's batching wait (0: latency of the serving path alone)")
     p.add_argument("--serve-python", default=sys.executable, help="python that has dfr-edge[serve]")

@@ -143,3 +143,17 @@ def test_dfr_infer_takes_a_server_url(server, tiny_onnx, tiny_data, tmp_path):
     remote, local = ([json.loads(line) for line in (d / "results.jsonl").read_text().splitlines()]
                      for d in (tmp_path / "remote", tmp_path / "local"))
     assert len(remote) == 4 and remote == local
+
+
+def test_local_server_without_shared_memory_falls_back_to_the_socket(server, frames, monkeypatch):
+    from dfr_edge.runtime.triton import client
+
+    def refuse(*_args, **_kwargs):
+        raise TritonServerError("the server refused to register shared memory")  # a container without --ipc=host
+
+    monkeypatch.setattr(client._SharedMemory, "__init__", refuse)
+    detector = load_detector(server.url())
+    assert "shared memory" not in detector.backend.name
+    assert detector.infer(frames[:2])[0].shape == (2, 64, 64)
+    with pytest.raises(TritonServerError, match="refused to register"):
+        load_detector(server.url(), shared_memory=True)

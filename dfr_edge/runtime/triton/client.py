@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import threading
 import weakref
@@ -23,6 +24,7 @@ import numpy as np
 from dfr_edge import manifest as manifest_io
 from dfr_edge.runtime.triton.model import EXPORT_PARAMETER, INPUT, MANIFEST_PARAMETER, MAP_OUTPUT, SCORE_OUTPUT
 
+log = logging.getLogger(__name__)
 SCHEMES = {"triton": "grpc", "triton+grpc": "grpc", "triton+http": "http"}
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -104,8 +106,16 @@ class TritonBackend:
         self.max_batch_size = int(config.get("max_batch_size", 0)) or 1
         if max_batch is not None:
             self.max_batch_size = min(self.max_batch_size, max_batch)
-        use_shm = self.address.is_local if shared_memory is None else shared_memory
-        self._shm = _SharedMemory(self, self.max_batch_size) if use_shm else None
+        self._shm = None
+        if shared_memory or (shared_memory is None and self.address.is_local):
+            try:
+                self._shm = _SharedMemory(self, self.max_batch_size)
+            except TritonServerError as exc:
+                if shared_memory:  # asked for explicitly: say why not
+                    raise
+                # e.g. a server in a container without --ipc=host: same results through the socket
+                log.warning("shared memory with %s not available (%s); sending frames over the socket",
+                            self.address.endpoint, exc)
         self.name = f"triton:{self.address}" + (" (shared memory)" if self._shm else "")
 
     def _connect(self):
@@ -208,7 +218,11 @@ class _SharedMemory:
                         for tensor, size in self.sizes.items()}
         self._finalizer = weakref.finalize(self, _release, backend._client, shm, dict(self.names),
                                            dict(self.handles))
-        self.register()
+        try:
+            self.register()
+        except TritonServerError:
+            self.close()  # free the regions made here before giving up on shared memory
+            raise
 
     def register(self) -> None:
         """Tell the server about the regions (again after it restarted: it forgets them)."""
