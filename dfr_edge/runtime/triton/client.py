@@ -103,13 +103,13 @@ class TritonBackend:
         self.export_info = json.loads(_parameter(config, EXPORT_PARAMETER, self.address) or "{}")
         self.height, self.width = self.manifest["input"]["height"], self.manifest["input"]["width"]
         _check_io(config, self.height, self.width, self.address)
-        self.max_batch_size = int(config.get("max_batch_size", 0)) or 1
+        self.max_batch = int(config.get("max_batch_size", 0)) or 1  # the server's limit: larger calls are split
         if max_batch is not None:
-            self.max_batch_size = min(self.max_batch_size, max_batch)
+            self.max_batch = min(self.max_batch, max_batch)
         self._shm = None
         if shared_memory or (shared_memory is None and self.address.is_local):
             try:
-                self._shm = _SharedMemory(self, self.max_batch_size)
+                self._shm = _SharedMemory(self, self.max_batch)
             except TritonServerError as exc:
                 if shared_memory:  # asked for explicitly: say why not
                     raise
@@ -117,6 +117,7 @@ class TritonBackend:
                 log.warning("shared memory with %s not available (%s); sending frames over the socket",
                             self.address.endpoint, exc)
         self.name = f"triton:{self.address}" + (" (shared memory)" if self._shm else "")
+        self.path = str(self.address)  # Backend.path: where the model is; here a URL, not a file
 
     def _connect(self):
         a = self.address
@@ -178,8 +179,7 @@ class TritonBackend:
             raise ValueError(f"expected uint8 N x {self.height} x {self.width} x 3 BGR images, got {images.dtype} "
                              f"{images.shape}")
         images = np.ascontiguousarray(images)
-        chunks = [self._infer_chunk(images[i:i + self.max_batch_size])
-                  for i in range(0, len(images), self.max_batch_size)]
+        chunks = [self._infer_chunk(images[i:i + self.max_batch]) for i in range(0, len(images), self.max_batch)]
         return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
 
     def _infer_chunk(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
