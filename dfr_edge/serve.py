@@ -118,7 +118,7 @@ def _add_parameters(triton, name: str, values: dict[str, str]) -> None:
 
 
 class Server:
-    """A started PyTriton server for one exported model; `stop()` (or the with-block) shuts it down."""
+    """A started PyTriton server for one exported model; `stop()` shuts it down."""
 
     def __init__(self, path: Path, options: ServeOptions):
         _import_pytriton()  # fail on a missing extra before loading anything
@@ -174,7 +174,7 @@ class Server:
         watchdog.start()
         try:
             self._triton.run()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - PyTriton raises several unrelated types here
             self.stop()
             reason = f"the model did not load within {timeout_s:g} s" if not watchdog.is_alive() else str(exc)
             raise RuntimeError(
@@ -197,12 +197,6 @@ class Server:
 
     def stop(self) -> None:
         self._triton.stop()
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def free_ports(count: int) -> list[int]:

@@ -84,8 +84,8 @@ def write_engine(folder, onnx_file, manifest, cc: str, **key) -> None:
     from dfr_edge.digest import sha256_file
     from dfr_edge.runtime.tensorrt.engine_info import SIDECAR_SCHEMA, SIDECAR_VERSION, EngineKey, sidecar_path
 
-    fields = dict(tensorrt="10.3.0", gpu="NVIDIA A2", compute_capability=cc, precision="fp16", max_batch=8,
-                  dla_core=None, onnx_sha256=sha256_file(onnx_file))
+    fields = {"tensorrt": "10.3.0", "gpu": "NVIDIA A2", "compute_capability": cc, "precision": "fp16",
+              "max_batch": 8, "dla_core": None, "onnx_sha256": sha256_file(onnx_file)}
     engine_key = EngineKey(**{**fields, **key})
     engine = folder / engine_key.filename()
     engine.write_bytes(b"plan " + engine.name.encode())

@@ -257,8 +257,8 @@ def _release(client, shm, names: dict, handles: dict) -> None:
     for tensor, handle in handles.items():
         try:
             client.unregister_system_shared_memory(names[tensor])
-        except Exception:  # the server may be gone; the local region is still ours to free
-            pass
+        except Exception as exc:  # noqa: BLE001 - the server may be gone; the local region is still ours to free
+            log.debug("could not unregister %s: %s", names[tensor], exc)
         shm.destroy_shared_memory_region(handle)
 
 
