@@ -7,6 +7,7 @@ overridden at run time, because the right operating point is a production decisi
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -82,20 +83,31 @@ class Detector:
         parts = [self.backend.infer(images[i : i + self.backend.max_batch]) for i in self._chunks(len(images))]
         return np.concatenate([m for m, _ in parts]), np.concatenate([s for _, s in parts])
 
-    def detect(self, frames: np.ndarray | Sequence[np.ndarray]) -> Detection | list[Detection]:
+    def detect(self, frames: np.ndarray | Sequence[np.ndarray],
+               timings: dict[str, float] | None = None) -> Detection | list[Detection]:
         """Detections for frames of any size; maps and boxes come back in each frame's pixels.
 
         One frame (an H x W x C or H x W array) gives one Detection; a sequence of frames, or an
         N x H x W x C array, gives a list. A grey batch must be a sequence: a 3-D array is one frame.
+        `timings`, if given, gets the seconds spent in "resize", "infer" and "postprocess" added to
+        it, so the camera loop and dfr-bench can say where a frame's time goes.
         """
         if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
-            return self.detect([frames])[0]
+            return self.detect([frames], timings)[0]
         frames = [as_bgr(f, i) for i, f in enumerate(frames)]
         detections = []
         for start in self._chunks(len(frames)):  # bounded memory: one chunk resized and in flight at a time
             chunk = frames[start : start + self.backend.max_batch]
-            maps, scores = self.backend.infer(np.stack([resize_image(f, *self.size) for f in chunk]))
+            began = time.perf_counter()
+            batch = np.stack([resize_image(f, *self.size) for f in chunk])
+            resized = time.perf_counter()
+            maps, scores = self.backend.infer(batch)
+            inferred = time.perf_counter()
             detections.extend(self._decide(f, amap, float(score)) for f, amap, score in zip(chunk, maps, scores))
+            if timings is not None:
+                for stage, seconds in (("resize", resized - began), ("infer", inferred - resized),
+                                       ("postprocess", time.perf_counter() - inferred)):
+                    timings[stage] = timings.get(stage, 0.0) + seconds
         return detections
 
     def _decide(self, frame: np.ndarray, amap: np.ndarray, score: float) -> Detection:

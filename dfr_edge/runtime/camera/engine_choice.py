@@ -1,0 +1,48 @@
+"""`--backend ENGINE[:PROVIDER]` as given to dfr-camera and dfr-bench, turned into load_detector options.
+
+One place maps command-line backend names onto the runtime's loaders, so both commands accept the
+same names and a new engine is added here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dfr_edge.runtime import Detector, load_detector
+
+ENGINES = {"onnxruntime": ("cpu", "cuda", "tensorrt")}  # engine -> its providers, default first
+ALIASES = {"ort": "onnxruntime"}
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    engine: str
+    provider: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine}:{self.provider}"
+
+
+def parse_backend(text: str, provider: str | None = None) -> BackendChoice:
+    """"onnxruntime", "onnxruntime:cuda" or "ort:tensorrt"; `provider` fills in a bare engine name."""
+    engine, _, given = text.partition(":")
+    engine = ALIASES.get(engine, engine)
+    if engine not in ENGINES:
+        raise ValueError(f"unknown backend {text!r}; this runtime has: "
+                         + ", ".join(f"{e}[:{'|'.join(p)}]" for e, p in ENGINES.items()))
+    chosen = given or provider or ENGINES[engine][0]
+    if chosen not in ENGINES[engine]:
+        raise ValueError(f"backend {engine} has no provider {chosen!r}; choose one of {', '.join(ENGINES[engine])}")
+    return BackendChoice(engine, chosen)
+
+
+def load_with(choice: BackendChoice, model: Path, *, threads: int | None = None, max_batch: int = 8,
+              **detector_options: Any) -> Detector:
+    """A detector over `model` on the chosen engine; thresholds etc. go to load_detector."""
+    options: dict[str, Any] = {"provider": choice.provider, "max_batch": max_batch}
+    if threads:
+        options["threads"] = threads
+    return load_detector(model, **options, **detector_options)

@@ -1,0 +1,218 @@
+"""The live inspection loop: newest frame of every source -> one inference call -> decisions out.
+
+Each round takes the newest unread frame of each source (waiting for one if none is new yet), runs
+them through the detector as one batch, then hands every decision to the outputs and to
+`on_detection`. Capture runs on its own threads, so the loop never works on stale frames and a
+slow model costs dropped frames (counted), never growing lag.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dfr_edge.runtime.camera.capture import CaptureThread, Frame, Reconnect
+from dfr_edge.runtime.camera.outputs import (
+    AnomalySaver,
+    Event,
+    EventLog,
+    VideoRecorder,
+    Window,
+    annotate,
+    record_paths,
+    refuse_existing,
+    utc_now,
+)
+from dfr_edge.runtime.camera.sources import Capture, SourceSpec, open_capture
+from dfr_edge.runtime.camera.stats import LoopStats, rss_mb
+from dfr_edge.runtime.detector import Detection, Detector
+
+log = logging.getLogger(__name__)
+OnDetection = Callable[[Event, np.ndarray, Detection], None]
+STATUS_EVERY_S = 0.5
+
+
+@dataclass
+class CameraConfig:
+    max_frames: int | None = None  # stop after this many decisions
+    fps_limit: float | None = None  # at most this many rounds per second
+    pace: bool = True  # read files and folders at their own frame rate (False: as fast as possible)
+    every_frame: bool = False  # files: wait for the model instead of dropping frames
+    frame_timeout: float = 1.0  # how long a round waits for a source's next frame
+    reconnect: Reconnect = field(default_factory=Reconnect)
+
+
+@dataclass
+class CameraOutputs:
+    record: Path | None = None  # annotated mp4 (one per source: NAME-<i>.mp4 when several)
+    events: Path | None = None  # JSON Lines, one event per decision
+    save_anomalies: Path | None = None  # folder for frames, masks and overlays of anomalies
+    window: bool = False  # show an OpenCV window per source
+    force: bool = False  # overwrite existing record/events files
+
+    def check(self, sources: int) -> None:
+        """Refuse to overwrite before any camera is opened."""
+        for path in ([*record_paths(self.record, sources)] if self.record else []) + (
+                [self.events] if self.events else []):
+            refuse_existing(path, self.force)
+
+
+def run_camera(detector: Detector, sources: Sequence[SourceSpec], config: CameraConfig = CameraConfig(),
+               outputs: CameraOutputs = CameraOutputs(), on_detection: OnDetection | None = None,
+               stop: threading.Event | None = None, progress: bool = False,
+               opener: Callable[[SourceSpec], Capture] = open_capture) -> dict:
+    """Run until every source ended, max_frames decisions were made, or `stop` is set; return a summary.
+
+    Outputs are closed (videos playable, logs complete) however the loop ends.
+    """
+    if not sources:
+        raise ValueError("at least one source is needed")
+    outputs.check(len(sources))
+    stop = stop or threading.Event()
+    halt = threading.Event()  # stops the capture threads, whatever ended the loop
+    with ExitStack() as cleanup:
+        readers = []
+        for i, spec in enumerate(sources):
+            reader = CaptureThread(i, spec, halt, pace=config.pace, every_frame=config.every_frame,
+                                   reconnect=config.reconnect, opener=opener)
+            readers.append(reader)
+            cleanup.callback(_finish, reader)
+        sinks = _Sinks(outputs, readers, config, stop, cleanup)
+        for reader in readers:
+            reader.start()
+        return _Loop(detector, readers, config, sinks, on_detection, stop, progress).run()
+
+
+def _finish(reader: CaptureThread) -> None:
+    reader.stop.set()
+    reader.frames.close()  # wakes a reader waiting for the consumer
+    if reader.ident is None:  # never started (a later source failed to open)
+        reader.capture.release()
+    elif reader.is_alive():
+        reader.join(timeout=2.0)  # a capture stuck in read() is a daemon thread: do not hang on it
+
+
+class _Sinks:
+    """The outputs opened for one run, each registered for closing the moment it is opened."""
+
+    def __init__(self, outputs: CameraOutputs, readers: list[CaptureThread], config: CameraConfig,
+                 stop: threading.Event, cleanup: ExitStack):
+        self.recorders: list[VideoRecorder] = []
+        if outputs.record:
+            for path, reader in zip(record_paths(outputs.record, len(readers)), readers):
+                fps = min(reader.fps, config.fps_limit) if config.fps_limit else reader.fps
+                self.recorders.append(cleanup.enter_context(closing(VideoRecorder(path, fps))))
+        self.events = cleanup.enter_context(closing(EventLog(outputs.events))) if outputs.events else None
+        self.saver = AnomalySaver(outputs.save_anomalies) if outputs.save_anomalies else None
+        self.window = cleanup.enter_context(closing(Window(stop))) if outputs.window else None
+        self.annotated = bool(self.recorders or self.saver or self.window)
+
+
+class _Loop:
+    def __init__(self, detector: Detector, readers: list[CaptureThread], config: CameraConfig, sinks: _Sinks,
+                 on_detection: OnDetection | None, stop: threading.Event, progress: bool):
+        self.detector, self.readers, self.config, self.sinks = detector, readers, config, sinks
+        self.on_detection, self.stop, self.progress = on_detection, stop, progress
+        self.stats = LoopStats()
+        self.callback_errors = 0
+
+    def run(self) -> dict:
+        from tqdm import tqdm
+
+        bar = tqdm(total=self.config.max_frames, unit="frame", desc="camera", disable=not self.progress,
+                   dynamic_ncols=True)
+        last_status = 0.0
+        try:
+            while not self.stop.is_set() and not self._enough():
+                started = time.perf_counter()
+                frames = self._newest_frames()
+                if frames is None:
+                    break
+                if frames:
+                    self._decide(frames)
+                    bar.update(len(frames))
+                    if time.perf_counter() - last_status > STATUS_EVERY_S:
+                        bar.set_postfix_str(self.stats.postfix(*self._counts()), refresh=False)
+                        last_status = time.perf_counter()
+                if self.config.fps_limit:
+                    self.stop.wait(max(0.0, started + 1.0 / self.config.fps_limit - time.perf_counter()))
+        finally:
+            bar.close()
+        return self._summary()
+
+    def _enough(self) -> bool:
+        return self.config.max_frames is not None and self.stats.frames_out >= self.config.max_frames
+
+    def _newest_frames(self) -> list[Frame] | None:
+        """One new frame per live source ([] if none came in time); None when every source ended."""
+        active = [r for r in self.readers if not r.frames.ended]
+        if not active:
+            return None
+        started = time.perf_counter()
+        frames = [f for r in active if (f := r.frames.take(self.config.frame_timeout)) is not None]
+        if self.config.max_frames is not None:
+            frames = frames[: self.config.max_frames - self.stats.frames_out]
+        if frames:
+            self.stats.add("capture_wait", time.perf_counter() - started)
+        return frames
+
+    def _decide(self, frames: list[Frame]) -> None:
+        timings: dict[str, float] = {}
+        detections = self.detector.detect([f.image for f in frames], timings)
+        decided = time.perf_counter()
+        round_ms = {stage: timings.get(stage, 0.0) * 1000.0 for stage in ("resize", "infer", "postprocess")}
+        round_ms["capture_wait"] = self.stats.recent["capture_wait"][-1] * 1000.0
+        for stage in ("resize", "infer", "postprocess"):
+            self.stats.add(stage, timings.get(stage, 0.0))
+        fps = self.stats.frames_out / self.stats.elapsed()
+        for frame, detection in zip(frames, detections):
+            to_decision = decided - frame.captured
+            self.stats.add("frame_to_decision", to_decision)
+            event = Event(utc_now(), self.readers[frame.source].spec.text, frame.source, frame.frame_id,
+                          detection.score, detection.anomalous, detection.boxes,
+                          {**round_ms, "frame_to_decision": to_decision * 1000.0})
+            self._emit(event, frame, detection, fps)
+        if self.sinks.window:
+            self.sinks.window.poll()
+        self.stats.add("output", time.perf_counter() - decided)
+        self.stats.frames_out += len(frames)
+        self.stats.rounds += 1
+
+    def _emit(self, event: Event, frame: Frame, detection: Detection, fps: float) -> None:
+        sinks = self.sinks
+        image = annotate(self.detector, frame.image, detection, fps) if sinks.annotated else None
+        if sinks.recorders:
+            sinks.recorders[frame.source].write(image)
+        if sinks.events:
+            sinks.events.write(event)
+        if sinks.saver and detection.anomalous:
+            sinks.saver.write(event, frame.image, detection, image)
+        if sinks.window:
+            sinks.window.show(f"dfr-camera {event.source}", image)
+        if self.on_detection is not None:
+            try:
+                self.on_detection(event, frame.image, detection)
+            except Exception as exc:  # a failing PLC hook must not stop the inspection
+                self.callback_errors += 1
+                if self.callback_errors == 1:
+                    log.error("on_detection failed (counted, further failures not shown): %s", exc)
+
+    def _counts(self) -> tuple[int, int]:
+        return sum(r.read_count for r in self.readers), sum(r.dropped for r in self.readers)
+
+    def _summary(self) -> dict:
+        summary = self.stats.summary(*self._counts())
+        summary["sources"] = [{"source": r.spec.text, "kind": r.spec.kind, "frames_read": r.read_count,
+                               "dropped": r.dropped, "reconnects": r.reconnects} for r in self.readers]
+        summary["callback_errors"] = self.callback_errors
+        summary["rss_mb"] = rss_mb()
+        summary["recorded"] = [{"path": str(r.path), "frames": r.frames} for r in self.sinks.recorders]
+        summary["anomalies_saved"] = self.sinks.saver.saved if self.sinks.saver else 0
+        return summary

@@ -1,0 +1,290 @@
+"""dfr-camera: the live loop on real video I/O, fake cameras that drop, signals, a soak and batching."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from dfr_edge.cli.camera import main as camera_main
+from dfr_edge.runtime import Detector
+from dfr_edge.runtime.camera import (
+    CameraConfig,
+    CameraOutputs,
+    Reconnect,
+    SourceSpec,
+    csi_pipeline,
+    parse_source,
+    run_camera,
+    v4l2_pipeline,
+)
+from dfr_edge.runtime.camera.capture import LatestFrame
+from dfr_edge.runtime.camera.stats import rss_mb
+
+FRAME_SHAPE = (96, 128, 3)
+
+
+def write_video(path, frames: int, fps: float = 30.0, seed: int = 0):
+    """An mp4v file of noisy frames, each with a bright square whose position encodes its index."""
+    rng = np.random.default_rng(seed)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (FRAME_SHAPE[1], FRAME_SHAPE[0]))
+    assert writer.isOpened()
+    for i in range(frames):
+        frame = rng.integers(60, 90, FRAME_SHAPE, dtype=np.uint8)
+        frame[10:30, 4 + 4 * i % 100: 24 + 4 * i % 100] = 255
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def frames_in(path) -> int:
+    """Frames OpenCV can actually decode from a video (what a player would show)."""
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    return count
+
+
+class FakeBackend:
+    """The Backend interface with a fixed cost per call; records every batch it was given."""
+
+    name = "fake"
+    export_info: dict = {}
+    height = width = 32
+
+    def __init__(self, seconds_per_call: float = 0.0):
+        self.seconds = seconds_per_call
+        self.batches: list[int] = []
+        self.manifest = {"thresholds": {"pixel": 0.5, "image": 0.5}, "normal_stats": {"pixel_median": 0.1}}
+
+    def infer(self, images: np.ndarray):
+        self.batches.append(len(images))
+        if self.seconds:
+            time.sleep(self.seconds)
+        maps = images[..., 2].astype(np.float32) / 255.0  # red channel as the "anomaly"
+        return maps, maps.reshape(len(images), -1).max(axis=1)
+
+
+class FakeCamera:
+    """A cv2.VideoCapture stand-in: `frames` frames (None: endless), each read taking `delay` s."""
+
+    def __init__(self, frames: int | None = None, delay: float = 0.0, opened: bool = True):
+        self.left, self.delay, self.opened = frames, delay, opened
+        self.image = np.full(FRAME_SHAPE, 80, np.uint8)
+
+    def isOpened(self):  # noqa: N802 - OpenCV's name
+        return self.opened
+
+    def get(self, prop):
+        return 0.0
+
+    def read(self):
+        if self.delay:
+            time.sleep(self.delay)
+        if self.left is not None:
+            if self.left == 0:
+                return False, None
+            self.left -= 1
+        return True, self.image
+
+    def release(self):
+        self.opened = False
+
+
+def live(name: str = "0") -> SourceSpec:
+    return SourceSpec(name, "camera")
+
+
+# --- sources -------------------------------------------------------------------------------------
+
+def test_parse_source_kinds(tmp_path):
+    video = write_video(tmp_path / "a.mp4", 2)
+    assert parse_source("0").kind == "camera" and parse_source("0").live
+    assert parse_source("rtsp://10.0.0.2/stream").kind == "url"
+    assert parse_source("videotestsrc ! appsink").kind == "gstreamer"
+    assert parse_source(str(video)).kind == "file" and not parse_source(str(video)).live
+    assert parse_source(str(tmp_path)).kind == "folder"
+    with pytest.raises(FileNotFoundError, match="nope.mp4"):
+        parse_source(str(tmp_path / "nope.mp4"))
+
+
+def test_pipelines_keep_only_the_newest_frame():
+    csi = csi_pipeline(1, 1280, 720, 60)
+    assert csi.startswith("nvarguscamerasrc sensor-id=1 ") and "width=1280, height=720, framerate=60/1" in csi
+    usb = v4l2_pipeline("/dev/video2", 640, 480, 30)
+    assert usb.startswith("v4l2src device=/dev/video2 ")
+    for pipeline in (csi, usb):
+        assert pipeline.endswith("appsink drop=true max-buffers=1 sync=false") and "format=BGR" in pipeline
+
+
+def test_latest_frame_keeps_the_newest_and_counts_the_rest():
+    box = LatestFrame()
+    for i in range(5):
+        box.put(i)
+    assert box.take(0.0) == 4 and box.dropped == 4
+    assert box.take(0.01) is None and not box.ended
+    box.close()
+    assert box.ended
+
+
+# --- the loop on real OpenCV I/O -----------------------------------------------------------------
+
+def test_camera_on_video_file_writes_playable_outputs(tiny_onnx, tmp_path, capsys):
+    video = write_video(tmp_path / "line.mp4", 12)
+    out = tmp_path / "out"
+    code = camera_main([str(tiny_onnx), "--source", str(video), "--headless", "--no-pace", "--every-frame",
+                        "--record", str(out / "rec.mp4"), "--events", str(out / "events.jsonl"),
+                        "--save-anomalies", str(out / "anomalies"), "--image-threshold", "-1",
+                        "--summary", str(out / "summary.json")])
+    assert code == 0
+    assert "12 frame(s) decided" in capsys.readouterr().out
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert [e["frame_id"] for e in events] == list(range(12))
+    assert all(e["anomalous"] for e in events)  # image threshold -1: every frame is an anomaly
+    assert set(events[0]["latency_ms"]) == {"capture_wait", "resize", "infer", "postprocess", "frame_to_decision"}
+    assert frames_in(out / "rec.mp4") == 12
+    capture = cv2.VideoCapture(str(out / "rec.mp4"))
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (128, 96)
+    saved = sorted(p.name for p in (out / "anomalies").iterdir())
+    assert len(saved) == 36 and "src0-00000011_mask.png" in saved
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_out"] == 12 and summary["dropped"] == 0
+    assert not list(out.glob(".*partial*"))
+
+
+def test_existing_outputs_are_not_overwritten(tiny_onnx, tmp_path, capsys):
+    video = write_video(tmp_path / "line.mp4", 2)
+    (tmp_path / "events.jsonl").write_text("keep me\n")
+    code = camera_main([str(tiny_onnx), "--source", str(video), "--headless", "--events",
+                        str(tmp_path / "events.jsonl")])
+    assert code == 2 and "already exists" in capsys.readouterr().err
+    assert (tmp_path / "events.jsonl").read_text() == "keep me\n"
+
+
+def test_bad_source_and_backend_are_usage_errors(tiny_onnx, tmp_path, capsys):
+    assert camera_main([str(tiny_onnx), "--source", str(tmp_path / "missing.mp4"), "--headless"]) == 2
+    assert "missing.mp4" in capsys.readouterr().err
+    assert camera_main([str(tiny_onnx), "--headless"]) == 2
+    assert "no source given" in capsys.readouterr().err
+    video = write_video(tmp_path / "line.mp4", 2)
+    assert camera_main([str(tiny_onnx), "--source", str(video), "--headless", "--backend", "openvino"]) == 2
+    assert "unknown backend 'openvino'" in capsys.readouterr().err
+
+
+def test_sigterm_mid_run_leaves_complete_outputs(tiny_onnx, tmp_path):
+    video = write_video(tmp_path / "long.mp4", 300)  # 10 s at its own 30 fps: still running when stopped
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "dfr_edge.cli.camera", str(tiny_onnx), "--source", str(video),
+                             "--headless", "--record", str(out / "rec.mp4"), "--events", str(out / "ev.jsonl")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if (out / "ev.jsonl").exists() and len((out / "ev.jsonl").read_text().splitlines()) >= 5:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "SIGTERM: stopping" in stderr
+    text = (out / "ev.jsonl").read_text()
+    assert text.endswith("\n")
+    events = [json.loads(line) for line in text.splitlines()]
+    assert 5 <= len(events) < 300
+    assert frames_in(out / "rec.mp4") == len(events)
+
+
+# --- live sources: reconnect, soak, batching -----------------------------------------------------
+
+def test_dropped_source_reconnects_with_backoff(caplog):
+    cameras = iter([FakeCamera(frames=4), FakeCamera(opened=False), FakeCamera(opened=False), FakeCamera()])
+    opened = []
+
+    def opener(spec):
+        opened.append(time.perf_counter())
+        return next(cameras)
+
+    config = CameraConfig(max_frames=8, reconnect=Reconnect(first_delay=0.02, max_delay=0.05))
+    with caplog.at_level(logging.WARNING, logger="dfr_edge.runtime.camera"):
+        summary = run_camera(Detector(FakeBackend()), [live()], config, opener=opener)
+    assert summary["frames_out"] == 8 and summary["sources"][0]["reconnects"] == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("dropped; reconnecting" in m for m in messages) == 3 and "source 0 reconnected" in messages
+    pauses = np.diff(opened)
+    assert pauses[1] >= 0.04 and pauses[2] >= 0.05  # backoff doubled (capped at max_delay)
+
+
+def test_live_source_that_never_comes_back_ends_after_max_attempts():
+    cameras = iter([FakeCamera(frames=2)] + [FakeCamera(opened=False)] * 3)
+    config = CameraConfig(every_frame=True, reconnect=Reconnect(first_delay=0.001, max_delay=0.001, max_attempts=3))
+    summary = run_camera(Detector(FakeBackend()), [live()], config, opener=lambda spec: next(cameras))
+    assert summary["frames_out"] == 2 and summary["sources"][0]["reconnects"] == 0
+
+
+def test_soak_source_faster_than_model_has_no_backlog():
+    """2,500 decisions on an endless camera reading every 0.1 ms and a 0.5 ms model."""
+    backend = FakeBackend(seconds_per_call=0.0005)
+    latencies, memory = [], []
+
+    def on_detection(event, frame, detection):
+        latencies.append(event.latency_ms["frame_to_decision"])
+        if event.frame_id and len(latencies) % 500 == 0:
+            memory.append(rss_mb())
+
+    summary = run_camera(Detector(backend), [live()], CameraConfig(max_frames=2500),
+                         on_detection=on_detection, opener=lambda spec: FakeCamera(delay=0.0001))
+    assert summary["frames_out"] == 2500 and len(latencies) == 2500
+    assert summary["dropped"] > 0 and summary["frames_in"] > summary["frames_out"]
+    start, end = np.percentile(latencies[:500], 99), np.percentile(latencies[-500:], 99)
+    assert end < max(3 * start, 50.0)  # a backlog would grow to seconds
+    assert max(memory) - memory[0] < 20.0
+
+
+def test_sources_are_batched_one_inference_per_round():
+    backend = FakeBackend(seconds_per_call=0.002)
+    seen = []
+    summary = run_camera(Detector(backend), [live("0"), live("1"), live("2")], CameraConfig(max_frames=30),
+                         on_detection=lambda event, frame, d: seen.append(event.source_index),
+                         opener=lambda spec: FakeCamera(delay=0.0005))
+    assert backend.batches == [3] * 10
+    assert summary["rounds"] == 10 and sorted(seen) == [0] * 10 + [1] * 10 + [2] * 10
+
+
+def test_failing_callback_is_counted_not_fatal():
+    def on_detection(event, frame, detection):
+        raise ConnectionError("PLC unreachable")
+
+    summary = run_camera(Detector(FakeBackend()), [live()], CameraConfig(max_frames=5),
+                         on_detection=on_detection, opener=lambda spec: FakeCamera())
+    assert summary["frames_out"] == 5 and summary["callback_errors"] == 5
+
+
+def test_stop_event_ends_the_loop_and_closes_outputs(tmp_path):
+    stop = threading.Event()
+    count = []
+
+    def on_detection(event, frame, detection):
+        count.append(1)
+        if len(count) == 3:
+            stop.set()
+
+    summary = run_camera(Detector(FakeBackend()), [live()], CameraConfig(),
+                         CameraOutputs(record=tmp_path / "r.mp4", events=tmp_path / "e.jsonl"),
+                         on_detection=on_detection, stop=stop, opener=lambda spec: FakeCamera(delay=0.001))
+    assert summary["frames_out"] == 3
+    assert frames_in(tmp_path / "r.mp4") == 3
+    assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 3
