@@ -1,0 +1,108 @@
+"""Timing the matrix: warm-up, then round-robin over the targets so machine drift hits all alike.
+
+Two views of the same artefact:
+- "model": the inference call alone, on uint8 images already at the model size;
+- "frame": frame to decision, a uint8 frame of the camera's size in memory through
+  Detector.detect (resize -> inference -> threshold -> mask and boxes), with its stages timed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from dfr_edge.bench.targets import Target
+from dfr_edge.data.images import resize_image
+
+VIEWS = ("model", "frame")
+
+
+@dataclass(frozen=True)
+class Plan:
+    batches: tuple[int, ...] = (1,)
+    views: tuple[str, ...] = VIEWS
+    warmup: int = 3  # calls per target before timing each cell
+    iterations: int | None = None  # timed calls per target per cell...
+    duration: float = 5.0  # ...or seconds per cell, shared by all targets
+    frame_size: tuple[int, int] = (480, 640)  # height, width of the camera frame in the "frame" view
+
+
+@dataclass
+class Cell:
+    """All timed calls of one target in one (view, batch) cell, in seconds."""
+
+    target: Target
+    view: str
+    batch: int
+    calls: list[float] = field(default_factory=list)
+    stages: dict[str, list[float]] = field(default_factory=dict)
+
+
+def make_frames(count: int, height: int, width: int, seed: int = 0) -> list[np.ndarray]:
+    """Textured uint8 BGR frames (smoothed noise, not constant: some kernels are data dependent)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        noise = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+        frames.append(cv2.resize(noise, (width, height), interpolation=cv2.INTER_CUBIC))
+    return frames
+
+
+def measure(targets: Sequence[Target], plan: Plan, frames: Sequence[np.ndarray],
+            progress: Callable[[str], None] = lambda text: None) -> list[Cell]:
+    """Every target in every (view, batch) cell; targets interleaved call by call."""
+    cells = []
+    for batch in plan.batches:
+        chosen = [frames[i % len(frames)] for i in range(batch)]
+        for view in plan.views:
+            row = [Cell(t, view, batch) for t in targets]
+            calls = [_call(t, view, chosen) for t in targets]
+            for call in calls:
+                for _ in range(plan.warmup):
+                    call(None)
+            progress(f"{view} view, batch {batch}")
+            started, rounds = time.perf_counter(), 0
+            while _more(plan, rounds, time.perf_counter() - started):
+                order = list(range(len(row)))
+                order = order[rounds % len(order):] + order[: rounds % len(order)]  # no target always first
+                for i in order:
+                    calls[i](row[i])
+                rounds += 1
+            cells.extend(row)
+    return cells
+
+
+def _more(plan: Plan, rounds: int, elapsed: float) -> bool:
+    if plan.iterations is not None:
+        return rounds < plan.iterations
+    return rounds < 3 or elapsed < plan.duration
+
+
+def _call(target: Target, view: str, frames: list[np.ndarray]) -> Callable[[Cell | None], None]:
+    """One timed call of a target in a view, recording into a cell (None: warm-up, not recorded)."""
+    detector = target.detector
+    if view == "model":
+        images = np.stack([resize_image(f, *detector.size) for f in frames])
+
+        def model_call(cell: Cell | None) -> None:
+            start = time.perf_counter()
+            detector.infer(images)
+            if cell is not None:
+                cell.calls.append(time.perf_counter() - start)
+
+        return model_call
+
+    def frame_call(cell: Cell | None) -> None:
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        detector.detect(frames, timings)
+        if cell is not None:
+            cell.calls.append(time.perf_counter() - start)
+            for stage, seconds in timings.items():
+                cell.stages.setdefault(stage, []).append(seconds)
+
+    return frame_call

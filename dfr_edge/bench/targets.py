@@ -1,0 +1,68 @@
+"""The matrix's rows: every artefact x backend x thread count, loaded once, plus the torch baseline.
+
+A bundle directory stands for every exported variant in it (and for its torch-eager baseline); a
+single .onnx file stands for itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dfr_edge.bench.baseline import TorchEagerBackend, torch_available
+from dfr_edge.runtime import Detector
+from dfr_edge.runtime.camera.engine_choice import BackendChoice, load_with
+
+VARIANT_ORDER = ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8-cpu.onnx")
+
+
+@dataclass
+class Target:
+    label: str  # unique in the run, e.g. "int8-cpu onnxruntime:cpu"
+    artefact: str  # the file (or bundle, for the baseline) it was loaded from
+    variant: str  # fp32, fp16, int8-tensorrt, int8-cpu, torch-eager
+    backend: str  # onnxruntime:cpu, torch:eager, ...
+    threads: int | None  # None: the engine's default
+    detector: Detector
+    baseline: bool = False
+
+
+def artefacts(models: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """(.onnx files to measure, bundles given); a bundle contributes all its .onnx files, known ones first."""
+    files, bundles = [], []
+    for model in map(Path, models):
+        if model.is_dir():
+            found = sorted(model.glob("*.onnx"), key=lambda p: (VARIANT_ORDER + (p.name,)).index(p.name))
+            if not found:
+                raise FileNotFoundError(f"bundle {model} holds no exported .onnx file: run dfr-export {model} first")
+            files.extend(found)
+            bundles.append(model)
+        elif model.is_file():
+            files.append(model)
+        else:
+            raise FileNotFoundError(f"model {model} does not exist (give .onnx files or bundle directories)")
+    return files, bundles
+
+
+def build_targets(models: Sequence[Path], backends: Sequence[BackendChoice], threads: Sequence[int | None],
+                  baseline: bool = True, max_batch: int = 16) -> list[Target]:
+    files, bundles = artefacts(models)
+    targets = []
+    for count in threads:
+        suffix = f" t{count}" if len(threads) > 1 else ""
+        for file in files:
+            for choice in backends:
+                detector = load_with(choice, file, threads=count, max_batch=max_batch)
+                variant = detector.backend.export_info.get("variant", file.stem)
+                label = f"{variant} {choice.label}{suffix}" if len(bundles) <= 1 else f"{file} {choice.label}{suffix}"
+                targets.append(Target(label, str(file), variant, choice.label, count, detector))
+        if baseline and bundles and torch_available():
+            for bundle in bundles:
+                label = f"torch-eager{suffix}" if len(bundles) == 1 else f"{bundle} torch-eager{suffix}"
+                targets.append(Target(label, str(bundle), "torch-eager", "torch:eager", count,
+                                      Detector(TorchEagerBackend(bundle, count)), baseline=True))
+    labels = [t.label for t in targets]
+    if len(set(labels)) != len(labels):
+        raise ValueError("the same model was given twice")
+    return targets
