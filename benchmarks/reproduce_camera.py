@@ -1,0 +1,167 @@
+"""The camera loop's targets (issue 7) on this machine, with a real model and 640x480 frames.
+
+    python benchmarks/reproduce_camera.py MODEL.onnx [--data ../shared/datasets/mvtec_ad/bottle]
+
+1. Throughput: the camera loop (a 640x480 source replayed frame by frame, headless, events off)
+   against the model-only throughput of the same detector at batch 1, in alternating blocks, so
+   both see the same machine; target: loop frames/s >= 90% of model-only images/s.
+2. Soak: a synthetic camera delivering --soak-frames frames at --soak-fps (faster than the model);
+   frame-to-decision p99 of the first and the last fifth of the decisions (target: within 10%),
+   resident memory at the start and the end (target: within 20 MB), dropped frames counted, and
+   the steady-state p99/p50 (target <= 1.5).
+Frames are MVTec bottle test images resized to 640x480 (a real scene, not noise).
+Used by reproduce.py; runs on its own too (prints a table, writes JSON with --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from dfr_edge.data.images import IMAGE_EXTENSIONS, read_image, resize_image
+from dfr_edge.report import format_table, write_json
+from dfr_edge.runtime import Detector
+from dfr_edge.runtime.camera import CameraConfig, SourceSpec, run_camera
+from dfr_edge.runtime.camera.engine_choice import load_with, parse_backend
+from dfr_edge.runtime.camera.stats import latency_summary, rss_mb
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE.parent.parent / "shared" / "datasets" / "mvtec_ad" / "bottle"
+FRAME_SIZE = (480, 640)
+
+
+def scene_frames(data: Path, count: int = 16) -> list[np.ndarray]:
+    files = sorted(p for p in (Path(data) / "test").rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise SystemExit(f"no test images under {data}/test: pass --data")
+    step = max(1, len(files) // count)
+    return [resize_image(read_image(p), *FRAME_SIZE) for p in files[::step][:count]]
+
+
+class SyntheticCamera:
+    """A capture delivering frames at `fps` (or as fast as asked when fps is None), `total` of them."""
+
+    def __init__(self, frames: list[np.ndarray], total: int, fps: float | None):
+        self.frames, self.left, self.interval = frames, total, 1.0 / fps if fps else 0.0
+        self.due = time.perf_counter()
+        self.index = 0
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return True
+
+    def get(self, prop: int) -> float:
+        return 1.0 / self.interval if prop == cv2.CAP_PROP_FPS and self.interval else 0.0
+
+    def read(self):
+        if self.left <= 0:
+            return False, None
+        if self.interval:
+            self.due += self.interval
+            time.sleep(max(0.0, self.due - time.perf_counter()))
+        self.left -= 1
+        self.index += 1
+        return True, self.frames[self.index % len(self.frames)]
+
+    def release(self) -> None:
+        self.left = 0
+
+
+def model_only_rate(detector: Detector, frames: list[np.ndarray], calls: int) -> float:
+    images = [resize_image(f, *detector.size)[None] for f in frames]
+    start = time.perf_counter()
+    for i in range(calls):
+        detector.infer(images[i % len(images)])
+    return calls / (time.perf_counter() - start)
+
+
+def camera_rate(detector: Detector, frames: list[np.ndarray], calls: int) -> float:
+    config = CameraConfig(max_frames=calls, pace=False, every_frame=True)
+    summary = run_camera(detector, [SourceSpec("640x480 replay", "file")], config,
+                         opener=lambda spec: SyntheticCamera(frames, calls, None))
+    return summary["frames_out"] / summary["seconds"]
+
+
+def throughput(detector: Detector, frames: list[np.ndarray], calls: int, blocks: int) -> dict:
+    model_only, camera = [], []
+    for _ in range(blocks):  # alternate so both see the same machine load
+        model_only.append(model_only_rate(detector, frames, calls))
+        camera.append(camera_rate(detector, frames, calls))
+    ratio = float(np.median(camera) / np.median(model_only))
+    return {"calls_per_block": calls, "model_only_fps": model_only, "camera_fps": camera,
+            "model_only_fps_median": float(np.median(model_only)), "camera_fps_median": float(np.median(camera)),
+            "camera_vs_model_only": ratio, "target_met": ratio >= 0.9}
+
+
+def soak(detector: Detector, frames: list[np.ndarray], total: int, fps: float) -> dict:
+    latencies, memory = [], []
+
+    def on_detection(event, frame, detection):
+        latencies.append(event.latency_ms["frame_to_decision"])
+        memory.append(rss_mb())
+
+    summary = run_camera(detector, [SourceSpec(f"synthetic {fps:g} fps", "file")], CameraConfig(pace=False),
+                         on_detection=on_detection, opener=lambda spec: SyntheticCamera(frames, total, fps))
+    fifth = max(1, len(latencies) // 5)
+    start, end = latency_summary(np.array(latencies[:fifth]) / 1000), latency_summary(np.array(latencies[-fifth:]) / 1000)
+    steady = latency_summary(np.array(latencies[fifth:]) / 1000)
+    warm_rss = memory[min(len(memory) - 1, fifth)]
+    return {"source_frames": summary["frames_in"], "source_fps": fps, "decisions": summary["frames_out"],
+            "dropped": summary["dropped"], "seconds": summary["seconds"],
+            "f2d_p99_start_ms": start.p99, "f2d_p99_end_ms": end.p99, "p99_end_vs_start": end.p99 / start.p99,
+            "f2d_steady_p50_ms": steady.p50, "f2d_steady_p99_ms": steady.p99,
+            "steady_p99_over_p50": steady.p99 / steady.p50, "rss_mb_after_warmup": warm_rss,
+            "rss_mb_end": memory[-1], "rss_growth_mb": memory[-1] - warm_rss,
+            "stage_ms_last_frames": {k: v["p50"] for k, v in summary["latency_ms_last_frames"].items()},
+            "targets_met": {"p99_end_within_10pct": end.p99 <= 1.1 * start.p99,
+                            "rss_flat_20mb": abs(memory[-1] - warm_rss) <= 20.0,
+                            "steady_p99_over_p50_le_1.5": steady.p99 / steady.p50 <= 1.5}}
+
+
+def camera_targets(model: Path, data: Path, threads: int | None, calls: int = 100, blocks: int = 3,
+                   soak_frames: int = 5000, soak_fps: float = 120.0) -> dict:
+    detector = load_with(parse_backend("onnxruntime"), model, threads=threads)
+    frames = scene_frames(data)
+    detector.detect(frames[:1])  # warm-up
+    return {"model": str(model), "threads": threads, "frame_size": list(FRAME_SIZE),
+            "throughput": throughput(detector, frames, calls, blocks),
+            "soak": soak(detector, frames, soak_frames, soak_fps)}
+
+
+def table(result: dict) -> str:
+    t, s = result["throughput"], result["soak"]
+    rows = [["camera fps / model-only fps (batch 1)", f"{t['camera_fps_median']:.1f} / {t['model_only_fps_median']:.1f}"
+             f" = {t['camera_vs_model_only']:.2f}", ">= 0.90", t["target_met"]],
+            ["soak f2d p99 end / start (ms)", f"{s['f2d_p99_end_ms']:.1f} / {s['f2d_p99_start_ms']:.1f} = "
+             f"{s['p99_end_vs_start']:.2f}", "<= 1.10", s["targets_met"]["p99_end_within_10pct"]],
+            ["soak RSS after warm-up -> end (MB)", f"{s['rss_mb_after_warmup']:.1f} -> {s['rss_mb_end']:.1f}",
+             "within 20 MB", s["targets_met"]["rss_flat_20mb"]],
+            ["soak steady f2d p99 / p50 (ms)", f"{s['f2d_steady_p99_ms']:.1f} / {s['f2d_steady_p50_ms']:.1f} = "
+             f"{s['steady_p99_over_p50']:.2f}", "<= 1.5", s["targets_met"]["steady_p99_over_p50_le_1.5"]],
+            ["soak frames read / decided / dropped", f"{s['source_frames']} / {s['decisions']} / {s['dropped']}",
+             "dropped counted", 0 <= s["source_frames"] - s["decisions"] - s["dropped"] <= 1]]
+    return format_table(["camera target", "measured", "target", "met"], rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", type=Path, help="exported .onnx (the fastest CPU variant: model.int8-cpu.onnx)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--calls", type=int, default=100, help="frames per throughput block")
+    p.add_argument("--soak-frames", type=int, default=5000)
+    p.add_argument("--soak-fps", type=float, default=120.0)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+    result = camera_targets(args.model, args.data, args.threads, args.calls, soak_frames=args.soak_frames,
+                            soak_fps=args.soak_fps)
+    print(table(result))
+    if args.out:
+        write_json(args.out, result)
+
+
+if __name__ == "__main__":
+    main()
