@@ -22,6 +22,9 @@ import logging
 import re
 from pathlib import Path
 
+from reproduce_camera import camera_targets, scene_frames
+from reproduce_camera import table as camera_table
+
 from dfr_edge import __version__
 from dfr_edge.bench import Plan, build_targets, environment, measure
 from dfr_edge.bench.results import result_rows
@@ -30,8 +33,6 @@ from dfr_edge.evaluate import evaluate
 from dfr_edge.manifest import write_text_atomic
 from dfr_edge.report import format_table, write_json
 from dfr_edge.runtime.camera.engine_choice import parse_backend
-from reproduce_camera import camera_targets, scene_frames
-from reproduce_camera import table as camera_table
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "datasets" / "mvtec_ad" / "bottle"

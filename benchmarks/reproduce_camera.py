@@ -106,8 +106,9 @@ def soak(detector: Detector, frames: list[np.ndarray], total: int, fps: float) -
     summary = run_camera(detector, [SourceSpec(f"synthetic {fps:g} fps", "file")], CameraConfig(pace=False),
                          on_detection=on_detection, opener=lambda spec: SyntheticCamera(frames, total, fps))
     fifth = max(1, len(latencies) // 5)
-    start, end = latency_summary(np.array(latencies[:fifth]) / 1000), latency_summary(np.array(latencies[-fifth:]) / 1000)
-    steady = latency_summary(np.array(latencies[fifth:]) / 1000)
+    seconds = np.array(latencies) / 1000.0
+    start, end, steady = (latency_summary(seconds[:fifth]), latency_summary(seconds[-fifth:]),
+                          latency_summary(seconds[fifth:]))
     warm_rss = memory[min(len(memory) - 1, fifth)]
     return {"source_frames": summary["frames_in"], "source_fps": fps, "decisions": summary["frames_out"],
             "dropped": summary["dropped"], "seconds": summary["seconds"],

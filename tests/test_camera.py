@@ -149,6 +149,7 @@ def test_camera_on_video_file_writes_playable_outputs(tiny_onnx, tmp_path, capsy
                         "--summary", str(out / "summary.json")])
     assert code == 0
     assert "12 frame(s) decided" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # main() put the handlers back
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert [e["frame_id"] for e in events] == list(range(12))
     assert all(e["anomalous"] for e in events)  # image threshold -1: every frame is an anomaly
@@ -288,3 +289,35 @@ def test_stop_event_ends_the_loop_and_closes_outputs(tmp_path):
     assert summary["frames_out"] == 3
     assert frames_in(tmp_path / "r.mp4") == 3
     assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 3
+
+
+def test_plc_hook_example_posts_events_over_http(tiny_onnx, tmp_path):
+    import importlib.util
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from pathlib import Path
+
+    received = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    path = Path(__file__).resolve().parent.parent / "examples" / "plc_hook.py"
+    spec = importlib.util.spec_from_file_location("plc_hook", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    video = write_video(tmp_path / "line.mp4", 4)
+    try:
+        assert example.main([str(tiny_onnx), "--source", str(video), "--http",
+                             f"http://127.0.0.1:{server.server_port}/dfr", "--all"]) == 0
+    finally:
+        server.shutdown()
+    assert 1 <= len(received) <= 4  # a paced file: a busy machine may drop a frame
+    assert {"timestamp", "source", "frame_id", "score", "anomalous", "boxes", "latency_ms"} <= set(received[0])

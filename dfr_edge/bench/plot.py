@@ -26,7 +26,8 @@ def plot(data: dict[str, Any], path: Path) -> None:
     for i, target in enumerate(targets):
         colour = f"C{i % 10}"
         for view, style in zip(views, ("-o", "--s")):
-            points = sorted((r["batch"], r["per_image_ms"]) for r in rows if r["target"] == target and r["view"] == view)
+            points = sorted((r["batch"], r["per_image_ms"]) for r in rows
+                            if r["target"] == target and r["view"] == view)
             left.plot(*zip(*points), style, color=colour, label=f"{target} ({view})")
         right.hist(histograms[target], bins=bins, alpha=0.5, color=colour, label=target)
     left.set(xscale="log", xlabel="batch size", ylabel="median ms per image", title="latency vs batch")

@@ -20,6 +20,8 @@ import argparse
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dfr_edge.cli.common import run_main
@@ -69,16 +71,27 @@ def source_specs(args: argparse.Namespace) -> list:
     return specs
 
 
-def stop_on_signals(stop: threading.Event) -> None:
-    """SIGINT/SIGTERM end the loop cleanly; a second one falls back to the default (hard stop)."""
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM end the loop cleanly; a second one gets the previous handler (a hard stop).
+
+    The previous handlers are back when the block ends, so calling main() leaves its caller as it was.
+    """
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in signals}
 
     def handler(signum, _frame):
         print(f"\n{signal.Signals(signum).name}: stopping (closing outputs)", file=sys.stderr)
         stop.set()
-        signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signum, previous[signum])
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    for s in signals:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 @run_main
@@ -103,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     config = CameraConfig(max_frames=args.max_frames, fps_limit=args.fps_limit, pace=not args.no_pace,
                           every_frame=args.every_frame)
     stop = threading.Event()
-    stop_on_signals(stop)
-    with logging_redirect_tqdm():
+    with stop_on_signals(stop), logging_redirect_tqdm():
         summary = run_camera(detector, specs, config, outputs, stop=stop, progress=True)
     f2d = summary["latency_ms_last_frames"]["frame_to_decision"]
     print(f"{summary['frames_out']} frame(s) decided in {summary['seconds']:.1f} s "

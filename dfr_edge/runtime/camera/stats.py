@@ -80,4 +80,5 @@ class LoopStats:
         elapsed = self.elapsed()
         return {"rounds": self.rounds, "frames_in": frames_in, "frames_out": self.frames_out, "dropped": dropped,
                 "seconds": elapsed, "fps_in": frames_in / elapsed, "fps_out": self.frames_out / elapsed,
-                "latency_ms_last_frames": {stage: latency_summary(list(v)).to_dict() for stage, v in self.recent.items()}}
+                "latency_ms_last_frames": {stage: latency_summary(list(v)).to_dict()
+                                           for stage, v in self.recent.items()}}
