@@ -2,9 +2,10 @@
 
     python benchmarks/reproduce_camera.py MODEL.onnx [--data ../shared/datasets/mvtec_ad/bottle]
 
-1. Throughput: the camera loop (a 640x480 source replayed frame by frame, headless, events off)
-   against the model-only throughput of the same detector at batch 1, in alternating blocks, so
-   both see the same machine; target: loop frames/s >= 90% of model-only images/s.
+1. Throughput: the camera loop (a 640x480 source replayed frame by frame, headless, events off),
+   with one and with two rounds in flight, against the model-only throughput of the same detector
+   at batch 1, in alternating blocks so all see the same machine; target: loop frames/s >= 90% of
+   model-only images/s.
 2. Soak: a synthetic camera delivering --soak-frames frames at --soak-fps (faster than the model);
    frame-to-decision p99 of the first and the last fifth of the decisions (target: within 10%),
    resident memory at the start and the end (target: within 20 MB), dropped frames counted, and
@@ -78,22 +79,24 @@ def model_only_rate(detector: Detector, frames: list[np.ndarray], calls: int) ->
     return calls / (time.perf_counter() - start)
 
 
-def camera_rate(detector: Detector, frames: list[np.ndarray], calls: int) -> float:
-    config = CameraConfig(max_frames=calls, pace=False, every_frame=True)
+def camera_rate(detector: Detector, frames: list[np.ndarray], calls: int, in_flight: int) -> float:
+    config = CameraConfig(max_frames=calls, pace=False, every_frame=True, in_flight=in_flight)
     summary = run_camera(detector, [SourceSpec("640x480 replay", "file")], config,
                          opener=lambda spec: SyntheticCamera(frames, calls, None))
     return summary["frames_out"] / summary["seconds"]
 
 
 def throughput(detector: Detector, frames: list[np.ndarray], calls: int, blocks: int) -> dict:
-    model_only, camera = [], []
-    for _ in range(blocks):  # alternate so both see the same machine load
-        model_only.append(model_only_rate(detector, frames, calls))
-        camera.append(camera_rate(detector, frames, calls))
-    ratio = float(np.median(camera) / np.median(model_only))
-    return {"calls_per_block": calls, "model_only_fps": model_only, "camera_fps": camera,
-            "model_only_fps_median": float(np.median(model_only)), "camera_fps_median": float(np.median(camera)),
-            "camera_vs_model_only": ratio, "target_met": ratio >= 0.9}
+    """Model-only and the camera loop with 1 and 2 rounds in flight, in alternating blocks (same load)."""
+    rates: dict[str, list[float]] = {"model_only": [], "camera_in_flight_1": [], "camera_in_flight_2": []}
+    for _ in range(blocks):
+        rates["model_only"].append(model_only_rate(detector, frames, calls))
+        for in_flight in (1, 2):
+            rates[f"camera_in_flight_{in_flight}"].append(camera_rate(detector, frames, calls, in_flight))
+    medians = {k: float(np.median(v)) for k, v in rates.items()}
+    ratios = {k: medians[k] / medians["model_only"] for k in medians if k != "model_only"}
+    return {"calls_per_block": calls, "fps": rates, "fps_median": medians, "vs_model_only": ratios,
+            "target_met": {k: r >= 0.9 for k, r in ratios.items()}}
 
 
 def soak(detector: Detector, frames: list[np.ndarray], total: int, fps: float) -> dict:
@@ -134,15 +137,16 @@ def camera_targets(model: Path, data: Path, threads: int | None, calls: int = 10
 
 def table(result: dict) -> str:
     t, s = result["throughput"], result["soak"]
-    rows = [["camera fps / model-only fps (batch 1)", f"{t['camera_fps_median']:.1f} / {t['model_only_fps_median']:.1f}"
-             f" = {t['camera_vs_model_only']:.2f}", ">= 0.90", t["target_met"]],
-            ["soak f2d p99 end / start (ms)", f"{s['f2d_p99_end_ms']:.1f} / {s['f2d_p99_start_ms']:.1f} = "
+    rows = [[f"camera fps, {k[7:].replace('_', ' ')} / model-only fps (batch 1)",
+             f"{t['fps_median'][k]:.1f} / {t['fps_median']['model_only']:.1f} = {t['vs_model_only'][k]:.2f}",
+             ">= 0.90", t["target_met"][k]] for k in t["vs_model_only"]]
+    rows += [["soak f2d p99 end / start (ms)", f"{s['f2d_p99_end_ms']:.1f} / {s['f2d_p99_start_ms']:.1f} = "
              f"{s['p99_end_vs_start']:.2f}", "<= 1.10", s["targets_met"]["p99_end_within_10pct"]],
-            ["soak RSS after warm-up -> end (MB)", f"{s['rss_mb_after_warmup']:.1f} -> {s['rss_mb_end']:.1f}",
+             ["soak RSS after warm-up -> end (MB)", f"{s['rss_mb_after_warmup']:.1f} -> {s['rss_mb_end']:.1f}",
              "within 20 MB", s["targets_met"]["rss_flat_20mb"]],
-            ["soak steady f2d p99 / p50 (ms)", f"{s['f2d_steady_p99_ms']:.1f} / {s['f2d_steady_p50_ms']:.1f} = "
+             ["soak steady f2d p99 / p50 (ms)", f"{s['f2d_steady_p99_ms']:.1f} / {s['f2d_steady_p50_ms']:.1f} = "
              f"{s['steady_p99_over_p50']:.2f}", "<= 1.5", s["targets_met"]["steady_p99_over_p50_le_1.5"]],
-            ["soak frames read / decided / dropped", f"{s['source_frames']} / {s['decisions']} / {s['dropped']}",
+             ["soak frames read / decided / dropped", f"{s['source_frames']} / {s['decisions']} / {s['dropped']}",
              "dropped counted", 0 <= s["source_frames"] - s["decisions"] - s["dropped"] <= 1]]
     return format_table(["camera target", "measured", "target", "met"], rows)
 

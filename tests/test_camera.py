@@ -265,6 +265,31 @@ def test_sources_are_batched_one_inference_per_round():
     assert summary["rounds"] == 10 and sorted(seen) == [0] * 10 + [1] * 10 + [2] * 10
 
 
+def test_two_rounds_in_flight_overlap_and_stay_in_order():
+    class ConcurrencyBackend(FakeBackend):
+        def __init__(self):
+            super().__init__(seconds_per_call=0.005)
+            self.running = self.most = 0
+            self.lock = threading.Lock()
+
+        def infer(self, images):
+            with self.lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+            try:
+                return super().infer(images)
+            finally:
+                with self.lock:
+                    self.running -= 1
+
+    backend, ids = ConcurrencyBackend(), []
+    summary = run_camera(Detector(backend), [live()], CameraConfig(max_frames=40, in_flight=2),
+                         on_detection=lambda event, frame, d: ids.append(event.frame_id),
+                         opener=lambda spec: FakeCamera(delay=0.001))
+    assert backend.most == 2 and summary["frames_out"] == 40
+    assert ids == sorted(ids) and len(set(ids)) == 40
+
+
 def test_failing_callback_is_counted_not_fatal():
     def on_detection(event, frame, detection):
         raise ConnectionError("PLC unreachable")

@@ -56,6 +56,8 @@ def parser() -> argparse.ArgumentParser:
                    help="read video files and folders as fast as possible instead of at their frame rate")
     p.add_argument("--every-frame", action="store_true",
                    help="video files and folders: process every frame (the reader waits for the model)")
+    p.add_argument("--in-flight", type=int, default=1, help="rounds inferred at once: 2 overlaps resizing and "
+                   "post-processing with inference (ONNX Runtime is safe for it; default 1)")
     p.add_argument("--summary", type=Path, help="write the final statistics as JSON")
     return p
 
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                          max_batch=max(len(specs), 1), pixel_threshold=args.pixel_threshold,
                          image_threshold=args.image_threshold)
     config = CameraConfig(max_frames=args.max_frames, fps_limit=args.fps_limit, pace=not args.no_pace,
-                          every_frame=args.every_frame)
+                          every_frame=args.every_frame, in_flight=args.in_flight)
     stop = threading.Event()
     with stop_on_signals(stop), logging_redirect_tqdm():
         summary = run_camera(detector, specs, config, outputs, stop=stop, progress=True)

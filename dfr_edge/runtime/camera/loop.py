@@ -3,7 +3,9 @@
 Each round takes the newest unread frame of each source (waiting for one if none is new yet), runs
 them through the detector as one batch, then hands every decision to the outputs and to
 `on_detection`. Capture runs on its own threads, so the loop never works on stale frames and a
-slow model costs dropped frames (counted), never growing lag.
+slow model costs dropped frames (counted), never growing lag. With `in_flight=2` the next round is
+taken and inferred while the previous one is resized or post-processed; decisions still reach the
+outputs in the order their frames were taken.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +49,8 @@ class CameraConfig:
     fps_limit: float | None = None  # at most this many rounds per second
     pace: bool = True  # read files and folders at their own frame rate (False: as fast as possible)
     every_frame: bool = False  # files: wait for the model instead of dropping frames
+    in_flight: int = 1  # rounds inferred at once; 2 overlaps one round's resize/postprocess with the next
+    #                     one's inference (needs a backend safe to call from two threads, e.g. ONNX Runtime)
     frame_timeout: float = 1.0  # how long a round waits for a source's next frame
     reconnect: Reconnect = field(default_factory=Reconnect)
 
@@ -74,6 +80,8 @@ def run_camera(detector: Detector, sources: Sequence[SourceSpec], config: Camera
     """
     if not sources:
         raise ValueError("at least one source is needed")
+    if config.in_flight < 1:
+        raise ValueError("in_flight must be at least 1")
     outputs.check(len(sources))
     stop = stop or threading.Event()
     halt = threading.Event()  # stops the capture threads, whatever ended the loop
@@ -115,12 +123,19 @@ class _Sinks:
         self.annotated = bool(self.recorders or self.saver or self.window)
 
 
+@dataclass
+class _Round:
+    frames: list[Frame]  # the newest frame of each source that had one
+    capture_wait: float  # seconds spent waiting for them
+
+
 class _Loop:
     def __init__(self, detector: Detector, readers: list[CaptureThread], config: CameraConfig, sinks: _Sinks,
                  on_detection: OnDetection | None, stop: threading.Event, progress: bool):
         self.detector, self.readers, self.config, self.sinks = detector, readers, config, sinks
         self.on_detection, self.stop, self.progress = on_detection, stop, progress
         self.stats = LoopStats()
+        self.dispatched = 0  # frames sent to the detector (decided or in flight)
         self.callback_errors = 0
 
     def run(self) -> dict:
@@ -129,50 +144,62 @@ class _Loop:
         bar = tqdm(total=self.config.max_frames, unit="frame", desc="camera", disable=not self.progress,
                    dynamic_ncols=True)
         last_status = 0.0
+        pending: deque[tuple[_Round, Future]] = deque()  # rounds in flight, emitted in the order taken
         try:
-            while not self.stop.is_set() and not self._enough():
-                started = time.perf_counter()
-                frames = self._newest_frames()
-                if frames is None:
-                    break
-                if frames:
-                    self._decide(frames)
-                    bar.update(len(frames))
+            with ThreadPoolExecutor(self.config.in_flight, thread_name_prefix="detect") as pool:
+                while not self.stop.is_set() and not self._enough():
+                    started = time.perf_counter()
+                    batch = self._newest_frames()
+                    if batch is None:
+                        break
+                    if batch.frames:
+                        self.dispatched += len(batch.frames)
+                        pending.append((batch, pool.submit(self._detect, batch.frames)))
+                    while pending and (len(pending) >= self.config.in_flight or not batch.frames):
+                        self._emit_round(*pending.popleft())
+                        bar.update(self.stats.frames_out - bar.n)
                     if time.perf_counter() - last_status > STATUS_EVERY_S:
                         bar.set_postfix_str(self.stats.postfix(*self._counts()), refresh=False)
                         last_status = time.perf_counter()
-                if self.config.fps_limit:
-                    self.stop.wait(max(0.0, started + 1.0 / self.config.fps_limit - time.perf_counter()))
+                    if self.config.fps_limit:
+                        self.stop.wait(max(0.0, started + 1.0 / self.config.fps_limit - time.perf_counter()))
+                while pending:  # decisions already computed still reach every output
+                    self._emit_round(*pending.popleft())
         finally:
+            bar.update(self.stats.frames_out - bar.n)
             bar.close()
         return self._summary()
 
     def _enough(self) -> bool:
-        return self.config.max_frames is not None and self.stats.frames_out >= self.config.max_frames
+        return self.config.max_frames is not None and self.dispatched >= self.config.max_frames
 
-    def _newest_frames(self) -> list[Frame] | None:
-        """One new frame per live source ([] if none came in time); None when every source ended."""
+    def _newest_frames(self) -> _Round | None:
+        """One new frame per live source (none if none came in time); None when every source ended."""
         active = [r for r in self.readers if not r.frames.ended]
         if not active:
             return None
         started = time.perf_counter()
         frames = [f for r in active if (f := r.frames.take(self.config.frame_timeout)) is not None]
         if self.config.max_frames is not None:
-            frames = frames[: self.config.max_frames - self.stats.frames_out]
-        if frames:
-            self.stats.add("capture_wait", time.perf_counter() - started)
-        return frames
+            frames = frames[: self.config.max_frames - self.dispatched]
+        return _Round(frames, time.perf_counter() - started)
 
-    def _decide(self, frames: list[Frame]) -> None:
+    def _detect(self, frames: list[Frame]) -> tuple[list[Detection], dict[str, float], float]:
+        """Runs on a worker thread: the decisions, the detector's stage times, when they were made."""
         timings: dict[str, float] = {}
         detections = self.detector.detect([f.image for f in frames], timings)
-        decided = time.perf_counter()
-        round_ms = {stage: timings.get(stage, 0.0) * 1000.0 for stage in ("resize", "infer", "postprocess")}
-        round_ms["capture_wait"] = self.stats.recent["capture_wait"][-1] * 1000.0
+        return detections, timings, time.perf_counter()
+
+    def _emit_round(self, batch: _Round, future: Future) -> None:
+        detections, timings, decided = future.result()
+        emitting = time.perf_counter()
+        self.stats.add("capture_wait", batch.capture_wait)
+        round_ms = {"capture_wait": batch.capture_wait * 1000.0}
         for stage in ("resize", "infer", "postprocess"):
             self.stats.add(stage, timings.get(stage, 0.0))
+            round_ms[stage] = timings.get(stage, 0.0) * 1000.0
         fps = self.stats.frames_out / self.stats.elapsed()
-        for frame, detection in zip(frames, detections):
+        for frame, detection in zip(batch.frames, detections):
             to_decision = decided - frame.captured
             self.stats.add("frame_to_decision", to_decision)
             event = Event(utc_now(), self.readers[frame.source].spec.text, frame.source, frame.frame_id,
@@ -181,8 +208,8 @@ class _Loop:
             self._emit(event, frame, detection, fps)
         if self.sinks.window:
             self.sinks.window.poll()
-        self.stats.add("output", time.perf_counter() - decided)
-        self.stats.frames_out += len(frames)
+        self.stats.add("output", time.perf_counter() - emitting)
+        self.stats.frames_out += len(batch.frames)
         self.stats.rounds += 1
 
     def _emit(self, event: Event, frame: Frame, detection: Detection, fps: float) -> None:
