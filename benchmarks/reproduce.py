@@ -7,8 +7,9 @@
    code, against benchmarks/results/onnx_variants.json (the published table in benchmarks/README.md).
    torch eager is not re-scored: the export step checks FP32 parity with it (dfr-export prints it),
    and scoring it costs more than everything else here on a 2-core machine.
-2. Speed: batch 1, model only, 2 threads, every artefact and the torch-eager baseline interleaved
-   call by call (dfr-bench's library) - measured twice in a row, to show how well a rerun agrees.
+2. Speed: batch 1, model only, --threads (2, as published), every artefact and the torch-eager
+   baseline interleaved call by call (dfr-bench's library) - measured twice in a row, to show how
+   well a rerun agrees.
 3. The camera loop's targets with the fastest CPU variant (reproduce_camera.py).
 4. The same numbers next to the peers' published ones (PEERS.md §3), with what differs.
 Prints the tables and writes results/reproduce_<cpu>.json and .md (the .md is what the README links).
@@ -39,7 +40,6 @@ DEFAULT_DATA = HERE.parent.parent / "shared" / "datasets" / "mvtec_ad" / "bottle
 PUBLISHED = HERE / "results" / "onnx_variants.json"
 PUBLISHED_NAMES = {"torch-eager": "torch eager", "fp32": "onnx fp32", "fp16": "onnx fp16",
                    "int8-tensorrt": "onnx int8-tensorrt", "int8-cpu": "onnx int8-cpu"}
-THREADS = 2
 # Published by peers (PEERS.md §3): name, what, CPU, image AUROC, pixel AUROC, CPU frames/s at batch 1.
 PEER_NUMBERS = [
     ("AnomaVision PaDiM R18 (README)", "MVTec 15-class mean", "Intel Core i9", 0.850, 0.956, 43.4),
@@ -113,6 +113,7 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--bundle", type=Path, help="an exported bundle (default: train and export one)")
     p.add_argument("--rounds", type=int, default=40, help="timed calls per variant per speed run")
+    p.add_argument("--threads", type=int, default=2, help="inference threads (the published runs used 2)")
     p.add_argument("--soak-frames", type=int, default=5000)
     p.add_argument("--out-dir", type=Path, default=HERE / "results")
     args = p.parse_args()
@@ -123,7 +124,7 @@ def main() -> None:
 
         args.bundle = prepare_bundle(args.data, None)
     env = environment()
-    targets = build_targets([args.bundle], [parse_backend("onnxruntime")], [THREADS], max_batch=1)
+    targets = build_targets([args.bundle], [parse_backend("onnxruntime")], [args.threads], max_batch=1)
     targets.sort(key=lambda t: t.baseline, reverse=True)  # torch first, as in the published table
     metrics = accuracy(targets, args.data)
     runs = speed_twice(targets, args.rounds, args.data)
@@ -131,7 +132,7 @@ def main() -> None:
     fastest = min((r for r in records if r["variant"].startswith("int8-cpu") or r["variant"] == "fp32"),
                   key=lambda r: r["median_ms_runs"][1])
     camera = camera_targets(next(Path(t.artefact) for t in targets if t.variant == fastest["variant"]), args.data,
-                            THREADS, soak_frames=args.soak_frames)
+                            args.threads, soak_frames=args.soak_frames)
 
     speed_head = ["variant", "image AUROC (published)", "pixel AUROC (published)", "PRO (published)",
                   "median ms run 1 / run 2 (published)", "rerun diff", "p99/p50", "vs torch (published)",
@@ -141,14 +142,15 @@ def main() -> None:
         f"Machine: {env['cpu']}, {env['usable_cores']} cores, load average {env['load_average']} at the end; "
         f"packages {env['packages']}. Published numbers: {json.loads(PUBLISHED.read_text())['machine']['cpu']}.",
         format_table(speed_head, rows),
-        f"Camera loop targets ({fastest['variant']}, {THREADS} threads, 640x480 frames):\n" + camera_table(camera),
+        f"Camera loop targets ({fastest['variant']}, {args.threads} thread(s), 640x480 frames):\n"
+        + camera_table(camera),
         "Peers' published numbers (PEERS.md §3) - other CPUs, other data scope:\n"
         + format_table(peer_head, peers_table(records, env["cpu"]))])
     print(text)
     slug = cpu_slug(env)
     write_json(args.out_dir / f"reproduce_{slug}.json",
                {"dfr_edge": __version__, "environment": env, "bundle": str(args.bundle), "data": str(args.data),
-                "threads": THREADS, "rounds": args.rounds, "variants": records, "camera": camera})
+                "threads": args.threads, "rounds": args.rounds, "variants": records, "camera": camera})
     write_text_atomic(args.out_dir / f"reproduce_{slug}.md", "```\n" + text + "\n```\n")
     print(f"written to {args.out_dir}/reproduce_{slug}.json and .md")
 
