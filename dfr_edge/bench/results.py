@@ -20,6 +20,7 @@ from dfr_edge.report import write_json
 from dfr_edge.runtime.camera.stats import latency_summary
 
 SCHEMA = "dfr-bench/1"
+STAGE_ORDER = ["resize", "infer", "postprocess"]  # Detector.detect's stages; others sort after them
 
 
 def result_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
@@ -59,7 +60,8 @@ def markdown(data: dict[str, Any]) -> str:
              f"{', '.join(env['gpus']) or 'no GPU'}; {data['created']}", ""]
     for view in data["plan"]["views"]:
         rows = [r for r in data["results"] if r["view"] == view]
-        stages = sorted({s for r in rows for s in r["stages_ms"]}, key=["resize", "infer", "postprocess"].index)
+        stages = sorted({s for r in rows for s in r["stages_ms"]},
+                        key=lambda s: (STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER), s))
         head = ["target", "batch", "p50 ms", "p90 ms", "p99 ms", "max ms", "p99/p50", "img/s", "vs baseline"]
         head += [f"{s} p50 ms" for s in stages]
         title = "model only" if view == "model" else "frame to decision (camera-size frame in memory)"

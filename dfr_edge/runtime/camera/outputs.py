@@ -35,7 +35,9 @@ class Event:
     score: float
     anomalous: bool
     boxes: list[Box]
-    latency_ms: dict[str, float]  # capture_wait, resize, infer, postprocess (per round), frame_to_decision
+    # capture_wait, resize, infer (host-device transfer + inference), postprocess: of the round;
+    # frame_to_decision: this frame, from being read to its decision
+    latency_ms: dict[str, float]
 
     def to_dict(self) -> dict:
         return {**asdict(self), "boxes": [b.to_dict() for b in self.boxes]}
