@@ -67,7 +67,7 @@ def compare(published: dict, metrics: dict, runs: list[dict]) -> tuple[list[list
     pub = {r["variant"]: r for r in published["results"]}
     fp32 = [run["fp32"]["latency_ms"]["p50"] for run in runs]
     for variant in runs[0]:
-        m = metrics.get(variant, {"image_auroc": float("nan"), "pixel_auroc": float("nan"), "pro": float("nan")})
+        m = metrics.get(variant, {"image_auroc": None, "pixel_auroc": None, "pro": None})  # torch: not re-scored
         p = pub.get(PUBLISHED_NAMES.get(variant, variant), {})
         medians = [run[variant]["latency_ms"]["p50"] for run in runs]
         record = {"variant": variant, **m, "median_ms_runs": medians,
@@ -77,8 +77,8 @@ def compare(published: dict, metrics: dict, runs: list[dict]) -> tuple[list[list
                   "published": {k: p.get(k) for k in ("median_ms", "image_auroc", "pixel_auroc", "pro",
                                                        "speedup_vs_torch", "speedup_vs_onnx_fp32")}}
         records.append(record)
-        rows.append([variant, f"{m['image_auroc']:.4f} ({_pub(p, 'image_auroc')})",
-                     f"{m['pixel_auroc']:.4f} ({_pub(p, 'pixel_auroc')})", f"{m['pro']:.4f} ({_pub(p, 'pro')})",
+        rows.append([variant, f"{_pub(m, 'image_auroc')} ({_pub(p, 'image_auroc')})",
+                     f"{_pub(m, 'pixel_auroc')} ({_pub(p, 'pixel_auroc')})", f"{_pub(m, 'pro')} ({_pub(p, 'pro')})",
                      f"{medians[0]:.2f} / {medians[1]:.2f} ({_pub(p, 'median_ms', 2)})",
                      f"{record['rerun_difference'] * 100:.1f}%", f"{record['p99_over_p50']:.2f}",
                      f"{record['vs_torch']:.2f}x ({_pub(p, 'speedup_vs_torch', 2)}x)",
