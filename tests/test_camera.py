@@ -183,6 +183,19 @@ def test_bad_source_and_backend_are_usage_errors(tiny_onnx, tmp_path, capsys):
     assert "unknown backend 'openvino'" in capsys.readouterr().err
 
 
+def test_window_without_gui_support_says_use_headless(tiny_onnx, tmp_path, capsys):
+    video = write_video(tmp_path / "line.mp4", 2)
+    try:
+        cv2.namedWindow("probe")
+        cv2.destroyWindow("probe")
+        pytest.skip("this OpenCV can open windows")
+    except cv2.error:
+        pass
+    assert camera_main([str(tiny_onnx), "--source", str(video), "--events", str(tmp_path / "e.jsonl")]) == 2
+    assert "pass --headless" in capsys.readouterr().err
+    assert not (tmp_path / "e.jsonl").exists()  # nothing created that a rerun would refuse to overwrite
+
+
 def test_sigterm_mid_run_leaves_complete_outputs(tiny_onnx, tmp_path):
     video = write_video(tmp_path / "long.mp4", 300)  # 10 s at its own 30 fps: still running when stopped
     out = tmp_path / "out"

@@ -112,6 +112,7 @@ class _Sinks:
 
     def __init__(self, outputs: CameraOutputs, readers: list[CaptureThread], config: CameraConfig,
                  stop: threading.Event, cleanup: ExitStack):
+        self.window = cleanup.enter_context(closing(Window(stop))) if outputs.window else None  # may fail: first
         self.recorders: list[VideoRecorder] = []
         if outputs.record:
             for path, reader in zip(record_paths(outputs.record, len(readers)), readers):
@@ -119,7 +120,6 @@ class _Sinks:
                 self.recorders.append(cleanup.enter_context(closing(VideoRecorder(path, fps))))
         self.events = cleanup.enter_context(closing(EventLog(outputs.events))) if outputs.events else None
         self.saver = AnomalySaver(outputs.save_anomalies) if outputs.save_anomalies else None
-        self.window = cleanup.enter_context(closing(Window(stop))) if outputs.window else None
         self.annotated = bool(self.recorders or self.saver or self.window)
 
 

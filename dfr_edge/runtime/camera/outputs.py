@@ -134,12 +134,21 @@ class AnomalySaver:
         self.saved += 1
 
 
+WINDOW_PROBE = "dfr-camera"
+
+
 class Window:
     """One OpenCV window per source; q or Esc asks the loop to stop. Needs a display (not headless)."""
 
     def __init__(self, stop: threading.Event):
         self.stop = stop
         self.titles: set[str] = set()
+        try:  # fail before the first frame, with the remedy, rather than on it
+            cv2.namedWindow(WINDOW_PROBE, cv2.WINDOW_NORMAL)
+            cv2.destroyWindow(WINDOW_PROBE)
+        except cv2.error:
+            raise RuntimeError("cannot open a window: this OpenCV has no GUI support (opencv-python-headless) "
+                               "or there is no display; pass --headless") from None
 
     def show(self, title: str, image: np.ndarray) -> None:
         cv2.imshow(title, image)
