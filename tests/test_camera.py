@@ -359,3 +359,10 @@ def test_plc_hook_example_posts_events_over_http(tiny_onnx, tmp_path):
         server.shutdown()
     assert 1 <= len(received) <= 4  # a paced file: a busy machine may drop a frame
     assert {"timestamp", "source", "frame_id", "score", "anomalous", "boxes", "latency_ms"} <= set(received[0])
+
+
+def test_camera_imports_without_torch():
+    code = ("import sys, dfr_edge.runtime.camera, dfr_edge.runtime.camera.engine_choice, dfr_edge.cli.camera; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
