@@ -63,7 +63,9 @@ class OrderBackend:
     """Records the order in which targets are called; nothing else."""
 
     export_info: dict = {}
+    path = None
     height = width = 8
+    max_batch = 16
     manifest = {"thresholds": {"pixel": 1.0, "image": 1.0}, "normal_stats": {"pixel_median": 0.0}}
 
     def __init__(self, name: str, log: list[str]):

@@ -60,8 +60,10 @@ class FakeBackend:
     """The Backend interface with a fixed cost per call; records every batch it was given."""
 
     name = "fake"
+    path = None
     export_info: dict = {}
     height = width = 32
+    max_batch = 16
 
     def __init__(self, seconds_per_call: float = 0.0):
         self.seconds = seconds_per_call
@@ -162,6 +164,13 @@ def test_camera_on_video_file_writes_playable_outputs(tiny_onnx, tmp_path, capsy
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_out"] == 12 and summary["dropped"] == 0
     assert not list(out.glob(".*partial*"))
+
+
+def test_bundle_folder_runs_its_best_exported_model(tiny_onnx, tmp_path, capsys):
+    video = write_video(tmp_path / "line.mp4", 3)
+    assert camera_main([str(tiny_onnx.parent), "--source", str(video), "--headless", "--every-frame",
+                        "--threads", "1"]) == 0
+    assert "3 frame(s) decided" in capsys.readouterr().out
 
 
 def test_existing_outputs_are_not_overwritten(tiny_onnx, tmp_path, capsys):

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dfr_edge.bench.baseline import TorchEagerBackend, torch_available
+from dfr_edge.bench.baseline import TorchBaseline, torch_available
 from dfr_edge.runtime import Detector
 from dfr_edge.runtime.camera.engine_choice import BackendChoice, load_with
+from dfr_edge.threads import default_threads
 
 VARIANT_ORDER = ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8-cpu.onnx")
 
@@ -23,7 +24,7 @@ class Target:
     artefact: str  # the file (or bundle, for the baseline) it was loaded from
     variant: str  # fp32, fp16, int8-tensorrt, int8-cpu, torch-eager
     backend: str  # onnxruntime:cpu, torch:eager, ...
-    threads: int | None  # None: the engine's default
+    threads: int  # inference threads it ran with
     detector: Detector
     baseline: bool = False
 
@@ -49,7 +50,8 @@ def build_targets(models: Sequence[Path], backends: Sequence[BackendChoice], thr
                   baseline: bool = True, max_batch: int = 16) -> list[Target]:
     files, bundles = artefacts(models)
     targets = []
-    for count in threads:
+    for asked in threads:
+        count = asked or default_threads()  # resolved once: every target of this count runs with the same
         suffix = f" t{count}" if len(threads) > 1 else ""
         for file in files:
             for choice in backends:
@@ -61,7 +63,7 @@ def build_targets(models: Sequence[Path], backends: Sequence[BackendChoice], thr
             for bundle in bundles:
                 label = f"torch-eager{suffix}" if len(bundles) == 1 else f"{bundle} torch-eager{suffix}"
                 targets.append(Target(label, str(bundle), "torch-eager", "torch:eager", count,
-                                      Detector(TorchEagerBackend(bundle, count)), baseline=True))
+                                      Detector(TorchBaseline(bundle, count, max_batch)), baseline=True))
     labels = [t.label for t in targets]
     if len(set(labels)) != len(labels):
         raise ValueError("the same model was given twice")

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dfr_edge.cli.common import run_main
+from dfr_edge.cli.common import ArgumentParser, run_main
 
 
 def int_list(text: str) -> list[int]:
@@ -37,14 +37,13 @@ def frame_size(text: str) -> tuple[int, int]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dfr-bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="dfr-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", type=Path, metavar="MODEL", help=".onnx files or bundle directories")
     p.add_argument("--backend", action="append", help="ENGINE[:PROVIDER], repeatable or comma-separated "
                    "(default onnxruntime:cpu)")
     p.add_argument("--batch", type=int_list, default=[1], help="batch sizes, e.g. 1,4,16 (default 1)")
     p.add_argument("--threads", type=int_list, help="inference thread counts to compare, e.g. 1,2 "
-                   "(default: each engine's own default)")
+                   "(default: the cores not busy with other processes right now)")
     duration = p.add_mutually_exclusive_group()
     duration.add_argument("--duration", type=float, default=5.0, help="seconds per (view, batch) cell (default 5)")
     duration.add_argument("--iterations", type=int, help="timed calls per target per cell")

@@ -24,41 +24,40 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dfr_edge.cli.common import run_main
+from dfr_edge.cli.common import ArgumentParser, add_threads_option, finite_float, positive_int, run_main
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dfr-camera", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", type=Path, help="exported .onnx file (any variant)")
+    p = ArgumentParser(prog="dfr-camera", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", type=Path, help="exported .onnx file (any variant), or a bundle folder: its best one here")
     p.add_argument("--source", action="append", default=[], help="camera index, file, URL, folder or "
                    "GStreamer pipeline; repeat for several sources (batched into one inference per round)")
     p.add_argument("--csi", type=int, action="append", default=[], metavar="SENSOR_ID",
                    help="a Jetson CSI camera (nvarguscamerasrc), with --width/--height/--fps")
     p.add_argument("--v4l2", action="append", default=[], metavar="DEVICE",
                    help="a USB camera through GStreamer v4l2src (e.g. /dev/video0), with --width/--height/--fps")
-    p.add_argument("--width", type=int, default=1280, help="capture width for --csi/--v4l2")
-    p.add_argument("--height", type=int, default=720, help="capture height for --csi/--v4l2")
-    p.add_argument("--fps", type=int, default=30, help="capture frame rate for --csi/--v4l2")
+    p.add_argument("--width", type=positive_int, default=1280, help="capture width for --csi/--v4l2")
+    p.add_argument("--height", type=positive_int, default=720, help="capture height for --csi/--v4l2")
+    p.add_argument("--fps", type=positive_int, default=30, help="capture frame rate for --csi/--v4l2")
     p.add_argument("--backend", default="onnxruntime", help="ENGINE[:PROVIDER], e.g. onnxruntime:cuda")
     p.add_argument("--provider", help="provider of the engine: cpu, cuda or tensorrt (ONNX Runtime)")
-    p.add_argument("--threads", type=int, help="inference threads (engine default if not given)")
     p.add_argument("--headless", action="store_true", help="no window (servers, tests, services)")
     p.add_argument("--record", type=Path, help="annotated mp4")
     p.add_argument("--events", type=Path, help="JSON Lines events file")
     p.add_argument("--save-anomalies", type=Path, metavar="DIR", help="save anomalous frames, masks, overlays")
     p.add_argument("--force", action="store_true", help="overwrite existing --record/--events files")
-    p.add_argument("--pixel-threshold", type=float, help="override the model's pixel threshold")
-    p.add_argument("--image-threshold", type=float, help="override the model's image threshold")
-    p.add_argument("--max-frames", type=int, help="stop after this many decisions")
+    p.add_argument("--pixel-threshold", type=finite_float, help="override the model's pixel threshold")
+    p.add_argument("--image-threshold", type=finite_float, help="override the model's image threshold")
+    p.add_argument("--max-frames", type=positive_int, help="stop after this many decisions")
     p.add_argument("--fps-limit", type=float, help="at most this many inference rounds per second")
     p.add_argument("--no-pace", action="store_true",
                    help="read video files and folders as fast as possible instead of at their frame rate")
     p.add_argument("--every-frame", action="store_true",
                    help="video files and folders: process every frame (the reader waits for the model)")
-    p.add_argument("--in-flight", type=int, default=1, help="rounds inferred at once: 2 overlaps resizing and "
+    p.add_argument("--in-flight", type=positive_int, default=1, help="rounds inferred at once: 2 overlaps resizing and "
                    "post-processing with inference (ONNX Runtime is safe for it; default 1)")
     p.add_argument("--summary", type=Path, help="write the final statistics as JSON")
+    add_threads_option(p)
     return p
 
 
@@ -105,9 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     from dfr_edge.runtime.camera import CameraConfig, CameraOutputs, run_camera
     from dfr_edge.runtime.camera.engine_choice import load_with, parse_backend
 
-    for name in ("max_frames", "fps_limit"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive")
+    if args.fps_limit is not None and not args.fps_limit > 0:
+        raise ValueError("--fps-limit must be a positive number of rounds per second")
     specs = source_specs(args)
     outputs = CameraOutputs(args.record, args.events, args.save_anomalies, window=not args.headless,
                             force=args.force)

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from dfr_edge.runtime import Detector, load_detector
+from dfr_edge.runtime.backend import pick_model
+from dfr_edge.threads import default_threads
 
 ENGINES = {"onnxruntime": ("cpu", "cuda", "tensorrt")}  # engine -> its providers, default first
 ALIASES = {"ort": "onnxruntime"}
@@ -41,8 +43,9 @@ def parse_backend(text: str, provider: str | None = None) -> BackendChoice:
 
 def load_with(choice: BackendChoice, model: Path, *, threads: int | None = None, max_batch: int = 8,
               **detector_options: Any) -> Detector:
-    """A detector over `model` on the chosen engine; thresholds etc. go to load_detector."""
-    options: dict[str, Any] = {"provider": choice.provider, "max_batch": max_batch}
-    if threads:
-        options["threads"] = threads
-    return load_detector(model, **options, **detector_options)
+    """A detector over `model` (a bundle folder: its best exported file for the provider, as dfr-infer
+    does; lean, no torch) on the chosen engine; thresholds etc. go to load_detector. `threads` None:
+    the cores not busy right now (dfr_edge.threads)."""
+    model = pick_model(Path(model), choice.provider) if Path(model).is_dir() else Path(model)
+    return load_detector(model, provider=choice.provider, max_batch=max_batch,
+                         threads=threads or default_threads(), **detector_options)
