@@ -94,3 +94,16 @@ def test_bench_bad_input_is_a_usage_error(tmp_path, tiny_onnx, capsys):
     assert "--views" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         bench_main([str(tiny_onnx), "--batch", "0"])
+
+
+def test_gpu_time_from_cuda_events_is_kept_as_a_stage():
+    class GpuTimedBackend(OrderBackend):
+        def infer(self, images):
+            self.last_gpu_ms = 1.5 * len(images)
+            return super().infer(images)
+
+    target = Target("gpu", "gpu", "fp16", "tensorrt", 1, Detector(GpuTimedBackend("gpu", [])))
+    cells = measure([target], Plan(batches=(2,), warmup=0, iterations=3), [np.zeros((8, 8, 3), np.uint8)])
+    assert [c.view for c in cells] == ["model", "frame"]
+    for cell in cells:
+        assert cell.stages["gpu"] == pytest.approx([0.003] * 3)

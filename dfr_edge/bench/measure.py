@@ -93,6 +93,7 @@ def _call(target: Target, view: str, frames: list[np.ndarray]) -> Callable[[Cell
             detector.infer(images)
             if cell is not None:
                 cell.calls.append(time.perf_counter() - start)
+                _record_gpu_time(detector, cell)
 
         return model_call
 
@@ -104,5 +105,14 @@ def _call(target: Target, view: str, frames: list[np.ndarray]) -> Callable[[Cell
             cell.calls.append(time.perf_counter() - start)
             for stage, seconds in timings.items():
                 cell.stages.setdefault(stage, []).append(seconds)
+            _record_gpu_time(detector, cell)
 
     return frame_call
+
+
+def _record_gpu_time(detector, cell: Cell) -> None:
+    """GPU backends loaded with time_gpu measure their call with CUDA events (`last_gpu_ms`): kept as
+    the "gpu" stage beside the wall-clock time, which also holds the transfers and the host's work."""
+    gpu_ms = getattr(detector.backend, "last_gpu_ms", None)
+    if gpu_ms is not None:
+        cell.stages.setdefault("gpu", []).append(gpu_ms / 1000.0)

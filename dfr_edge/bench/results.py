@@ -20,7 +20,7 @@ from dfr_edge.report import write_json
 from dfr_edge.runtime.camera.stats import latency_summary
 
 SCHEMA = "dfr-bench/1"
-STAGE_ORDER = ["resize", "infer", "postprocess"]  # Detector.detect's stages; others sort after them
+STAGE_ORDER = ["resize", "infer", "postprocess", "gpu"]  # Detector.detect's, CUDA-event time; others after
 
 
 def result_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:

@@ -30,7 +30,8 @@ class Target:
 
 
 def artefacts(models: Sequence[Path]) -> tuple[list[Path], list[Path]]:
-    """(.onnx files to measure, bundles given); a bundle contributes all its .onnx files, known ones first."""
+    """(files to measure, bundles given); a bundle contributes all its .onnx files, known ones first
+    (engines are built per machine: give a .engine file itself)."""
     files, bundles = [], []
     for model in map(Path, models):
         if model.is_dir():
@@ -54,11 +55,15 @@ def build_targets(models: Sequence[Path], backends: Sequence[BackendChoice], thr
         count = asked or default_threads()  # resolved once: every target of this count runs with the same
         suffix = f" t{count}" if len(threads) > 1 else ""
         for file in files:
-            for choice in backends:
-                detector = load_with(choice, file, threads=count, max_batch=max_batch)
+            # an .onnx file runs on every ONNX Runtime provider asked for; other files (a TensorRT
+            # .engine) have one engine, chosen by load_backend from the file type
+            for choice in backends if file.suffix == ".onnx" else backends[:1]:
+                gpu_timing = {} if file.suffix == ".onnx" else {"time_gpu": True}  # CUDA events (TensorRT)
+                detector = load_with(choice, file, threads=count, max_batch=max_batch, **gpu_timing)
                 variant = detector.backend.export_info.get("variant", file.stem)
-                label = f"{variant} {choice.label}{suffix}" if len(bundles) <= 1 else f"{file} {choice.label}{suffix}"
-                targets.append(Target(label, str(file), variant, choice.label, count, detector))
+                engine = choice.label if file.suffix == ".onnx" else detector.backend.name
+                label = f"{variant if len(bundles) <= 1 else file} {engine}{suffix}"
+                targets.append(Target(label, str(file), variant, engine, count, detector))
         if baseline and bundles and torch_available():
             for bundle in bundles:
                 label = f"torch-eager{suffix}" if len(bundles) == 1 else f"{bundle} torch-eager{suffix}"

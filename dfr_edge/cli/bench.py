@@ -5,7 +5,9 @@ torch-eager baseline when torch is installed) x --backend x --batch (x --threads
 up, then the targets run round-robin, call by call, so machine drift hits all alike. Two views:
 "model" (the inference call on images already at the model size) and "frame" (a uint8 frame of
 --frame-size in memory to a decision: resize, inference, threshold, mask and boxes, per stage).
-Reports p50/p90/p99/max latency per call, images/s, p99/p50, and the ratio to the baseline.
+Reports p50/p90/p99/max latency per call, images/s, p99/p50, and the ratio to the baseline. A
+TensorRT .engine is loaded with CUDA-event timing: its GPU time is reported as the "gpu" stage
+beside the wall-clock time (which includes the transfers).
 """
 
 from __future__ import annotations
