@@ -163,7 +163,7 @@ def test_camera_on_video_file_writes_playable_outputs(tiny_onnx, tmp_path, capsy
     assert len(saved) == 36 and "src0-00000011_mask.png" in saved
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_out"] == 12 and summary["dropped"] == 0
-    assert not list(out.glob(".*partial*"))
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporaries left
 
 
 def test_bundle_folder_runs_its_best_exported_model(tiny_onnx, tmp_path, capsys):
@@ -180,6 +180,12 @@ def test_existing_outputs_are_not_overwritten(tiny_onnx, tmp_path, capsys):
                         str(tmp_path / "events.jsonl")])
     assert code == 2 and "already exists" in capsys.readouterr().err
     assert (tmp_path / "events.jsonl").read_text() == "keep me\n"
+    (tmp_path / "anomalies").mkdir()
+    (tmp_path / "anomalies" / "src0-00000000.png").write_bytes(b"an earlier run's image")
+    code = camera_main([str(tiny_onnx), "--source", str(video), "--headless", "--save-anomalies",
+                        str(tmp_path / "anomalies")])
+    assert code == 2 and "is not empty" in capsys.readouterr().err
+    assert (tmp_path / "anomalies" / "src0-00000000.png").read_bytes() == b"an earlier run's image"
 
 
 def test_bad_source_and_backend_are_usage_errors(tiny_onnx, tmp_path, capsys):

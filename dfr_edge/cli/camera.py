@@ -45,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--record", type=Path, help="annotated mp4")
     p.add_argument("--events", type=Path, help="JSON Lines events file")
     p.add_argument("--save-anomalies", type=Path, metavar="DIR", help="save anomalous frames, masks, overlays")
-    p.add_argument("--force", action="store_true", help="overwrite existing --record/--events files")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite existing --record/--events files; write into a non-empty --save-anomalies folder")
     p.add_argument("--pixel-threshold", type=finite_float, help="override the model's pixel threshold")
     p.add_argument("--image-threshold", type=finite_float, help="override the model's image threshold")
     p.add_argument("--max-frames", type=positive_int, help="stop after this many decisions")

@@ -32,6 +32,7 @@ from dfr_edge.runtime.camera.outputs import (
     annotate,
     record_paths,
     refuse_existing,
+    refuse_used_folder,
     utc_now,
 )
 from dfr_edge.runtime.camera.sources import Capture, SourceSpec, open_capture
@@ -61,13 +62,15 @@ class CameraOutputs:
     events: Path | None = None  # JSON Lines, one event per decision
     save_anomalies: Path | None = None  # folder for frames, masks and overlays of anomalies
     window: bool = False  # show an OpenCV window per source
-    force: bool = False  # overwrite existing record/events files
+    force: bool = False  # overwrite existing record/events files, write into a used anomalies folder
 
     def check(self, sources: int) -> None:
         """Refuse to overwrite before any camera is opened."""
         for path in ([*record_paths(self.record, sources)] if self.record else []) + (
                 [self.events] if self.events else []):
-            refuse_existing(path, self.force)
+            refuse_existing(Path(path), self.force)
+        if self.save_anomalies:
+            refuse_used_folder(Path(self.save_anomalies), self.force)
 
 
 def run_camera(detector: Detector, sources: Sequence[SourceSpec], config: CameraConfig = CameraConfig(),

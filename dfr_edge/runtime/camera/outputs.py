@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dfr_edge.atomic import temp_prefix
 from dfr_edge.runtime.detector import Detection, Detector
 from dfr_edge.runtime.regions import Box
 from dfr_edge.runtime.writer import write_png
@@ -52,6 +53,15 @@ def refuse_existing(path: Path, force: bool) -> None:
         raise FileExistsError(f"{path} already exists; choose another name or pass --force")
 
 
+def refuse_used_folder(folder: Path, force: bool) -> None:
+    """Saved anomalies go to a new or empty folder: same-named files of an earlier run would be replaced."""
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"--save-anomalies {folder} is a file, not a folder; choose another name")
+    if folder.is_dir() and any(folder.iterdir()) and not force:
+        raise FileExistsError(f"--save-anomalies {folder} is not empty; choose a new or empty folder, or pass "
+                              f"--force to write into it (files with the same names are replaced)")
+
+
 def annotate(detector: Detector, frame: np.ndarray, detection: Detection, fps: float) -> np.ndarray:
     """The overlay plus score, decision and frames/s, readable from across the line."""
     image = detector.overlay(frame, detection)
@@ -78,7 +88,8 @@ class VideoRecorder:
 
     def __init__(self, path: Path, fps: float):
         self.path, self.fps = Path(path), fps
-        self.partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        # the project's temporary name (atomic.temp_prefix), ending in .mp4 so OpenCV picks the container
+        self.partial = self.path.with_name(f"{temp_prefix(self.path)}partial{self.path.suffix}")
         self.writer: cv2.VideoWriter | None = None
         self.size: tuple[int, int] | None = None
         self.frames = 0
