@@ -9,7 +9,10 @@ from dfr_edge.atomic import atomic_path
 
 
 def plot(data: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("--plot needs matplotlib (pip install matplotlib, or the [train] extra)") from None
     import numpy as np
 
     matplotlib.use("Agg")
