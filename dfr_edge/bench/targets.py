@@ -13,6 +13,7 @@ from pathlib import Path
 from dfr_edge.bench.baseline import TorchBaseline, torch_available
 from dfr_edge.runtime import Detector
 from dfr_edge.runtime.camera.engine_choice import BackendChoice, load_with
+from dfr_edge.runtime.triton.client import is_triton_url
 from dfr_edge.threads import default_threads
 
 VARIANT_ORDER = ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8-cpu.onnx")
@@ -29,12 +30,15 @@ class Target:
     baseline: bool = False
 
 
-def artefacts(models: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+def artefacts(models: Sequence[Path | str]) -> tuple[list[Path | str], list[Path]]:
     """(files to measure, bundles given); a bundle contributes all its .onnx files, known ones first
     (engines are built per machine: give a .engine file itself)."""
     files, bundles = [], []
-    for model in map(Path, models):
-        if model.is_dir():
+    for given in models:
+        model = Path(given)
+        if is_triton_url(given):  # a served model: measured like a file, through the network
+            files.append(given)
+        elif model.is_dir():
             found = sorted(model.glob("*.onnx"), key=lambda p: (VARIANT_ORDER + (p.name,)).index(p.name))
             if not found:
                 raise FileNotFoundError(f"bundle {model} holds no exported .onnx file: run dfr-export {model} first")
@@ -55,13 +59,15 @@ def build_targets(models: Sequence[Path], backends: Sequence[BackendChoice], thr
         count = asked or default_threads()  # resolved once: every target of this count runs with the same
         suffix = f" t{count}" if len(threads) > 1 else ""
         for file in files:
-            # an .onnx file runs on every ONNX Runtime provider asked for; other files (a TensorRT
-            # .engine) have one engine, chosen by load_backend from the file type
-            for choice in backends if file.suffix == ".onnx" else backends[:1]:
-                gpu_timing = {} if file.suffix == ".onnx" else {"time_gpu": True}  # CUDA events (TensorRT)
+            # an .onnx file runs on every ONNX Runtime provider asked for; a TensorRT .engine or a
+            # triton:// URL has one engine, chosen by load_backend
+            onnx = not is_triton_url(file) and Path(file).suffix == ".onnx"
+            engine_file = not onnx and not is_triton_url(file)
+            for choice in backends if onnx else backends[:1]:
+                gpu_timing = {"time_gpu": True} if engine_file else {}  # CUDA events (TensorRT)
                 detector = load_with(choice, file, threads=count, max_batch=max_batch, **gpu_timing)
-                variant = detector.backend.export_info.get("variant", file.stem)
-                engine = choice.label if file.suffix == ".onnx" else detector.backend.name
+                variant = detector.backend.export_info.get("variant", Path(file).stem)
+                engine = choice.label if onnx else detector.backend.name
                 label = f"{variant if len(bundles) <= 1 else file} {engine}{suffix}"
                 targets.append(Target(label, str(file), variant, engine, count, detector))
         if baseline and bundles and torch_available():

@@ -40,7 +40,8 @@ def frame_size(text: str) -> tuple[int, int]:
 
 def parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="dfr-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("models", nargs="+", type=Path, metavar="MODEL", help=".onnx files or bundle directories")
+    p.add_argument("models", nargs="+", metavar="MODEL", help=".onnx or .engine files, bundle directories, or "
+                   "triton://HOST:8001/NAME")
     p.add_argument("--backend", action="append", help="ENGINE[:PROVIDER], repeatable or comma-separated "
                    "(default onnxruntime:cpu)")
     p.add_argument("--batch", type=int_list, default=[1], help="batch sizes, e.g. 1,4,16 (default 1)")

@@ -29,7 +29,8 @@ from dfr_edge.cli.common import ArgumentParser, add_threads_option, finite_float
 
 def parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="dfr-camera", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", type=Path, help="exported .onnx file (any variant), or a bundle folder: its best one here")
+    p.add_argument("model", help="exported .onnx file (any variant), a bundle folder (its best one here), or a "
+                                 "Triton server's model: triton://HOST:8001/NAME")
     p.add_argument("--source", action="append", default=[], help="camera index, file, URL, folder or "
                    "GStreamer pipeline; repeat for several sources (batched into one inference per round)")
     p.add_argument("--csi", type=int, action="append", default=[], metavar="SENSOR_ID",

@@ -12,6 +12,7 @@ from typing import Any
 
 from dfr_edge.runtime import Detector, load_detector
 from dfr_edge.runtime.backend import pick_model
+from dfr_edge.runtime.triton.client import is_triton_url
 from dfr_edge.threads import default_threads
 
 ENGINES = {"onnxruntime": ("cpu", "cuda", "tensorrt")}  # engine -> its providers, default first
@@ -41,11 +42,12 @@ def parse_backend(text: str, provider: str | None = None) -> BackendChoice:
     return BackendChoice(engine, chosen)
 
 
-def load_with(choice: BackendChoice, model: Path, *, threads: int | None = None, max_batch: int = 8,
+def load_with(choice: BackendChoice, model: Path | str, *, threads: int | None = None, max_batch: int = 8,
               **detector_options: Any) -> Detector:
     """A detector over `model` (a bundle folder: its best exported file for the provider, as dfr-infer
-    does; lean, no torch) on the chosen engine; thresholds etc. go to load_detector. `threads` None:
-    the cores not busy right now (dfr_edge.threads)."""
-    model = pick_model(Path(model), choice.provider) if Path(model).is_dir() else Path(model)
+    does; lean, no torch; a triton:// URL: the server's model) on the chosen engine; thresholds etc. go
+    to load_detector. `threads` None: the cores not busy right now (dfr_edge.threads)."""
+    if not is_triton_url(model) and Path(model).is_dir():
+        model = pick_model(Path(model), choice.provider)
     return load_detector(model, provider=choice.provider, max_batch=max_batch,
                          threads=threads or default_threads(), **detector_options)
