@@ -216,7 +216,7 @@ def test_missing_variant_is_exported_first_without_touching_existing_files(tmp_p
     assert path == bundle / "model.fp16.onnx" and path.is_file()
     assert sha256_file(bundle / "model.onnx") == before  # the existing FP32 file was not rewritten
     assert onnx.load(path).graph.input[0].name == "image"
-    assert not list(tmp_path.glob(".engine-export.*"))  # the scratch copy is gone
+    assert not [p for p in bundle.iterdir() if p.name.startswith(".")]  # no temporaries left behind
     assert resolve_precision(bundle, "best") == "fp16"
     shutil.copy(bundle / "model.onnx", bundle / "model.int8.onnx")
     assert resolve_precision(bundle, "best") == "int8"

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,8 +138,7 @@ def resolve_precision(bundle: Path, precision: str) -> str:
 def ensure_variant(bundle: Path, precision: str) -> Path:
     """The ONNX variant for `precision`; exported first (by the normal pipeline) if it is missing.
 
-    The export runs in a scratch copy of the bundle, so files already in the bundle are never
-    rewritten; only files the bundle lacks are moved in.
+    dfr-export writes only the variants a bundle lacks, so files already there are never rewritten.
     """
     target = bundle / VARIANT_FILES[precision]
     if target.is_file():
@@ -151,13 +147,7 @@ def ensure_variant(bundle: Path, precision: str) -> Path:
     from dfr_edge.export.pipeline import ExportOptions, export_bundle
 
     log.info("%s is missing: exporting it first", target.name)
-    with tempfile.TemporaryDirectory(prefix=".engine-export.", dir=bundle.parent) as tmp:
-        copy = Path(tmp) / bundle.name
-        shutil.copytree(bundle, copy, ignore=shutil.ignore_patterns("engines", "*.onnx"))
-        export_bundle(load_bundle(copy), ExportOptions(fp16=precision == "fp16", int8=precision == "int8"))
-        for made in copy.glob("model*.onnx"):
-            if not (bundle / made.name).exists():
-                os.replace(made, bundle / made.name)
+    export_bundle(load_bundle(bundle), ExportOptions(fp16=precision == "fp16", int8=precision == "int8"))
     return target
 
 
