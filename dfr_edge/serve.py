@@ -124,8 +124,9 @@ class Server:
         _import_pytriton()  # fail on a missing extra before loading anything
         use_python_library()
         self.path = model_file(path)
+        # Instances share the cores: idle ones must not spin on them.
         backends = [OnnxRuntimeBackend(self.path, provider=options.provider, threads=options.threads,
-                                       max_batch=options.max_batch) for _ in range(options.instances)]
+                                       max_batch=options.max_batch, spin=False) for _ in range(options.instances)]
         first = backends[0]
         self.model = ServedModel(options.name, first.height, first.width, options.max_batch,
                                  options.queue_delay_us, options.instances)

@@ -298,3 +298,9 @@ def test_detector_overlay_is_frame_sized(backend, photo):
         out = detector.overlay(f, detection)
         assert out.shape == (110, 150, 3) and out.dtype == np.uint8
         assert not np.array_equal(out, cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR) if f is grey else frame)
+
+
+def test_non_spinning_session_gives_the_same_output(backend, tiny_onnx, test_images):
+    quiet = OnnxRuntimeBackend(tiny_onnx, threads=2, spin=False)
+    for got, want in zip(quiet.infer(test_images), backend.infer(test_images)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -55,8 +55,12 @@ def provider_list(provider: str, *, cache_dir: Path | None, height: int, width: 
 
 
 class OnnxRuntimeBackend:
+    """`spin=False` stops idle worker threads from busy-waiting: several sessions on one box (server
+    instances, several cameras) then stop stealing each other's cores."""
+
     def __init__(self, path: Path, provider: str = "cpu", threads: int | None = None,
-                 cache_dir: Path | None = None, max_batch: int = DEFAULT_MAX_BATCH, device_id: int = 0):
+                 cache_dir: Path | None = None, max_batch: int = DEFAULT_MAX_BATCH, device_id: int = 0,
+                 spin: bool = True):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         ort = _import_ort()
@@ -76,6 +80,8 @@ class OnnxRuntimeBackend:
             )
             if threads:
                 options.intra_op_num_threads = threads
+            if not spin:
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             return ort.InferenceSession(str(path), options, providers=providers)
 
         try:  # the CPU session only reads the file: if it fails, the file is the problem
