@@ -8,7 +8,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast setup clean
+.PHONY: demo test test-fast setup clean serve test-serve
+
+# dfr-serve (NVIDIA PyTriton) lives in its own venv: PyTriton 0.7 needs numpy<2, the rest wants numpy 2.
+SERVE_VENV := .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.installed
+MODEL ?= runs/demo/bundle
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,14 +24,28 @@ $(STAMP): setup.cfg pyproject.toml
 
 setup: $(STAMP)
 
+$(SERVE_STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SERVE_VENV)/bin/python -m pip install --quiet -e '.[serve]'
+	touch $(SERVE_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/dfr-demo --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu"
 
+# A real Triton server on this machine: `make serve MODEL=path/to/model.onnx` (or a bundle folder).
+serve: $(SERVE_STAMP)
+	$(SERVE_VENV)/bin/dfr-serve $(MODEL)
+
+# The tests marked `serve` start dfr-serve from its venv and talk to it from the main one.
+test-serve: $(STAMP) $(SERVE_STAMP)
+	DFR_SERVE_PYTHON=$(abspath $(SERVE_VENV))/bin/python $(BIN)/python -m pytest -q -m serve
+
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu and not slow"
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(SERVE_VENV) runs .pytest_cache
