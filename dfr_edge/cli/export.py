@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from dfr_edge.cli.common import ArgumentParser, add_threads_option, check_writable, finite_float, positive_int, run_main
+from dfr_edge.export.fidelity import DEFAULT_MAP_SHIFT
 from dfr_edge.report import format_table
 
 
@@ -16,9 +17,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true",
                    help="also write model.int8.onnx (TensorRT Q/DQ) and model.int8-cpu.onnx (ONNX Runtime CPU)")
     p.add_argument("--calib", type=Path, help="normal images for INT8 calibration (default: the bundle's training data)")
-    p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
+                   help="activation ranges (any image count, bounded memory)")
     p.add_argument("--calib-count", type=positive_int, default=256, help="calibration images (seeded sample)")
     p.add_argument("--calib-seed", type=int, default=0)
+    p.add_argument("--float-blocks", default="auto",
+                   help="INT8 units kept float: 'auto' (fewest that meet --fidelity-budget), 'none', "
+                        "or a list such as blocks.3,cae")
+    p.add_argument("--fidelity-budget", type=finite_float, default=DEFAULT_MAP_SHIFT,
+                   help="largest INT8 map shift on held-out normal images, as a share of the distance from the "
+                        "normal pixel median to the pixel threshold (default %(default)s)")
+    p.add_argument("--allow-drop", action="store_true", help="write INT8 even beyond the fidelity budget")
     p.add_argument("--eval", type=Path, dest="eval_data", help="MVTec-layout folder: accuracy of every variant vs FP32")
     p.add_argument("--max-drop", type=finite_float,
                    help="fail a variant that loses more than this (AUROCs, PRO) vs FP32")
@@ -75,11 +84,14 @@ def main(argv: list[str] | None = None) -> int:
             return _add_to_repository(args)
         from dfr_edge.bundle import load_bundle
         from dfr_edge.export.pipeline import ExportOptions, export_bundle
+        from dfr_edge.export.sensitivity import parse_float_request
         from dfr_edge.threads import use_torch_threads
 
         options = ExportOptions(fp16=args.fp16, int8=args.int8, calib=args.calib, calib_method=args.calib_method,
                                 calib_count=args.calib_count, calib_seed=args.calib_seed, eval_data=args.eval_data,
-                                max_drop=args.max_drop, force=args.force, threads=use_torch_threads(args.threads))
+                                max_drop=args.max_drop, force=args.force, threads=use_torch_threads(args.threads),
+                                float_blocks=parse_float_request(args.float_blocks),
+                                fidelity_budget=args.fidelity_budget, allow_drop=args.allow_drop)
         results = export_bundle(load_bundle(args.bundle), options)
     rows = []
     for r in results:

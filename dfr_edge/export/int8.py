@@ -18,33 +18,25 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import (
-    CalibrationDataReader,
-    CalibrationMethod,
-    QuantFormat,
-    QuantType,
-    quantize_static,
-)
+from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.calibrate import save_tensors_data
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from dfr_edge.data.images import load_images
 from dfr_edge.digest import files_digest
-from dfr_edge.export.onnx_fp32 import INPUT
+from dfr_edge.export.calibration import CALIB_METHODS, ActivationStats, collect_activations
 
 log = logging.getLogger(__name__)
 HEAD_PREFIX = "/head/"
 FLOAT_PREFIXES = ("/extractor/preprocess/", "/extractor/backbone/stem/", "/extractor/regional/", HEAD_PREFIX)
 QUANTIZED_OPS = ("Conv", "Clip", "Relu", "Add")
-CALIB_METHODS = {
-    "minmax": CalibrationMethod.MinMax,
-    "entropy": CalibrationMethod.Entropy,
-    "percentile": CalibrationMethod.Percentile,
-}
 FEW_CALIBRATION_IMAGES = 100
 
 
@@ -112,20 +104,12 @@ def calibration_set(candidates: list[Path], count: int, seed: int, height: int, 
     return CalibrationSet(loaded.images, loaded.paths, seed, files_digest(loaded.paths))
 
 
-class _ImageBatches(CalibrationDataReader):
-    def __init__(self, images: np.ndarray, batch_size: int = 8):
-        self.batches = iter([images[i : i + batch_size] for i in range(0, len(images), batch_size)])
-
-    def get_next(self) -> dict | None:
-        batch = next(self.batches, None)
-        return None if batch is None else {INPUT: batch}
-
-
 def float_nodes(model: onnx.ModelProto, prefixes: tuple[str, ...] = FLOAT_PREFIXES) -> list[str]:
     return [n.name for n in model.graph.node if n.name.startswith(prefixes)]
 
 
-def feed_float(model: onnx.ModelProto, prefixes: tuple[str, ...] = FLOAT_PREFIXES) -> None:
+def feed_float(model: onnx.ModelProto, prefixes: tuple[str, ...] = FLOAT_PREFIXES,
+               names: frozenset[str] | set[str] = frozenset()) -> None:
     """Rewire inputs of the float (excluded) nodes from DequantizeLinear(QuantizeLinear(x)) to x.
 
     ORT routes every consumer of a quantized tensor through its DequantizeLinear, excluded nodes
@@ -134,7 +118,7 @@ def feed_float(model: onnx.ModelProto, prefixes: tuple[str, ...] = FLOAT_PREFIXE
     """
     producer = {out: node for node in model.graph.node for out in node.output}
     for node in model.graph.node:
-        if not node.name.startswith(prefixes):
+        if not (node.name.startswith(prefixes) or node.name in names):
             continue
         for i, name in enumerate(node.input):
             dq = producer.get(name)
@@ -144,27 +128,59 @@ def feed_float(model: onnx.ModelProto, prefixes: tuple[str, ...] = FLOAT_PREFIXE
                     node.input[i] = q.input[0]
 
 
-def quantize_int8(fp32: onnx.ModelProto, calib: CalibrationSet, flavour: Int8Flavour, method: str) -> onnx.ModelProto:
-    """Quantize the FP32 fused graph; the float parts read float inputs (see feed_float)."""
-    if method not in CALIB_METHODS:
-        raise ValueError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIB_METHODS)}")
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+@dataclass
+class Int8Source:
+    """The FP32 graph shape-inferred once, and its activation statistics: all a quantization trial needs."""
+
+    model_path: Path
+    stats: ActivationStats
+    workdir: Path
+
+    def ranges_file(self, method: str) -> Path:
+        """ORT's calibration cache for `method`, written once: quantize_static then skips calibration."""
+        path = self.workdir / f"ranges-{method}.json"
+        if not path.exists():
+            save_tensors_data(self.stats.ranges(method), path)
+        return path
+
+
+@contextmanager
+def int8_source(fp32: onnx.ModelProto, images: np.ndarray) -> Iterator[Int8Source]:
+    """Prepare and calibrate once (bounded memory, any image count); the files live until the block ends."""
+    with tempfile.TemporaryDirectory(prefix="dfr-int8-") as tmp:
+        src = Path(tmp) / "fp32.onnx"
         # Shape inference only: the graph is already folded, and ORT's optimizer would rename nodes.
         quant_pre_process(fp32, src, skip_optimization=True)
+        yield Int8Source(src, collect_activations(src, images, list(QUANTIZED_OPS)), Path(tmp))
+
+
+def quantize_int8(source: Int8Source, flavour: Int8Flavour, method: str,
+                  extra_float: tuple[str, ...] = ()) -> onnx.ModelProto:
+    """Quantize the FP32 fused graph; the float parts (flavour's and `extra_float` node names) read float inputs.
+
+    TensorRT flavour: a float node simply has no Q/DQ around it; CPU flavour: it stays a float op between
+    DequantizeLinear and QuantizeLinear. Either way ORT's nodes_to_exclude does it.
+    """
+    if method not in CALIB_METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIB_METHODS)}")
+    fp32 = onnx.load(source.model_path)
+    excluded = float_nodes(fp32, flavour.float_prefixes) + list(extra_float)
+    with tempfile.TemporaryDirectory(prefix="dfr-int8-trial-") as tmp:
+        dst = Path(tmp) / "int8.onnx"
         quantize_static(
-            str(src), str(dst), _ImageBatches(calib.images),
+            str(source.model_path), str(dst), None,
             quant_format=flavour.quant_format,
             activation_type=flavour.activation_type,
             weight_type=flavour.weight_type,
             per_channel=flavour.per_channel,
             op_types_to_quantize=list(flavour.quantized_ops),
-            nodes_to_exclude=float_nodes(fp32, flavour.float_prefixes),
+            nodes_to_exclude=excluded,
             calibrate_method=CALIB_METHODS[method],
             extra_options=dict(flavour.extra_options),
+            calibration_cache_path=source.ranges_file(method),
         )
         model = onnx.load(dst)
-    feed_float(model, flavour.float_prefixes)
+    feed_float(model, flavour.float_prefixes, set(extra_float))
     prune_unused(model)
     for output in model.graph.output:  # shape inference above rewrote the batch dim as an expression
         output.type.tensor_type.shape.dim[0].dim_param = "batch"

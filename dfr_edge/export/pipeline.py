@@ -1,8 +1,10 @@
 """dfr-export's work: every requested variant of a bundle, checked, recorded and written safely.
 
-Order: FP32 (parity against torch asserted) → FP16 → INT8 flavours (calibrated on normal training
-images). Each file embeds dfr.json plus an export record (variant, parity, calibration, accuracy)
-and passes the ONNX checker and the TensorRT lint before it is renamed into place.
+Order: FP32 (parity against torch asserted) → INT8 flavours (calibrated on normal training images,
+float units chosen and checked against FP32 on held-out normal images: the fidelity gate, which runs
+before any file is written) → writing FP32, FP16, INT8. Each file embeds dfr.json plus an export record
+(variant, parity, calibration, float units and fidelity, accuracy) and passes the ONNX checker and the
+TensorRT lint before it is renamed into place.
 """
 
 from __future__ import annotations
@@ -22,16 +24,21 @@ from dfr_edge.bundle import Bundle
 from dfr_edge.data.images import load_images
 from dfr_edge.data.mvtec import TestArrays, load_test_arrays, open_dataset, require_test_set
 from dfr_edge.evaluate import evaluate
+from dfr_edge.digest import files_digest
+from dfr_edge.export import fidelity
 from dfr_edge.export.artifacts import save_model, set_metadata
 from dfr_edge.export.fp16 import to_fp16_onnx
-from dfr_edge.export.int8 import FLAVOURS, Int8Flavour, calibration_set, quantize_int8
+from dfr_edge.export.int8 import FLAVOURS, CalibrationSet, Int8Flavour, calibration_set, int8_source
 from dfr_edge.export.onnx_fp32 import INPUT, OPSET, OUTPUTS, Parity, compare, to_onnx
+from dfr_edge.export.sensitivity import MixedInt8, mixed_int8
 from dfr_edge.predict import predict_torch
 from dfr_edge.runtime import load_detector
+from dfr_edge.trainer import split_train_val
 
 log = logging.getLogger(__name__)
 FP32_FILE, FP16_FILE = "model.onnx", "model.fp16.onnx"
 PARITY_IMAGES = 8
+HELD_OUT_IMAGES = 16  # fidelity images drawn when the bundle's validation split cannot be found
 
 
 class ParityError(RuntimeError):
@@ -42,12 +49,19 @@ class AccuracyDropError(RuntimeError):
     """A reduced-precision variant lost more accuracy against FP32 than --max-drop allows."""
 
 
+class FidelityError(RuntimeError):
+    """An INT8 variant moves the maps of normal images more than the fidelity budget allows."""
+
+
 @dataclass
 class ExportOptions:
     fp16: bool = False
     int8: bool = False
     calib: Path | None = None  # folder of normal images; default: the bundle's training data
     calib_method: str = "minmax"
+    float_blocks: str | tuple[str, ...] = "auto"  # INT8 units kept float: 'auto' (search), 'none' or names
+    fidelity_budget: float = fidelity.DEFAULT_MAP_SHIFT  # largest map shift on held-out normal images
+    allow_drop: bool = False  # write INT8 beyond the fidelity budget
     calib_count: int = 256
     calib_seed: int = 0
     eval_data: Path | None = None  # MVTec-layout folder: accuracy report against FP32
@@ -142,10 +156,8 @@ def export_bundle(bundle: Bundle, options: ExportOptions) -> list[Exported]:
     images, source = parity_images(bundle)
     reference = predict_torch(bundle.model, images)
     meta = bundle.manifest
-    calib = None
-    if any(variant.startswith("int8") for variant in files):  # loaded before any file is written
-        calib = calibration_set(_calibration_candidates(bundle, options), options.calib_count, options.calib_seed,
-                                meta["input"]["height"], meta["input"]["width"])
+    int8_flavours = [f for f in FLAVOURS.values() if f"int8-{f.name}" in files]
+    int8_inputs = int8_images(bundle, options) if int8_flavours else None  # loaded before any file is written
 
     fp32 = to_onnx(bundle.model, bundle.model.extractor.image_size)
     parity = compare(reference, run_session(fp32, images, options.threads))
@@ -154,6 +166,7 @@ def export_bundle(bundle: Bundle, options: ExportOptions) -> list[Exported]:
     if parity.relative > options.tolerance:
         raise ParityError(f"ONNX FP32 differs from torch by {parity.relative:.3g} of the map range "
                           f"(tolerance {options.tolerance:g}); not written")
+    int8 = _quantize_flavours(fp32, int8_flavours, *int8_inputs, meta, options) if int8_inputs else []  # the gate
     results, baseline = [], None
     if "fp32" in files:
         results.append(_write("fp32", fp32, files["fp32"], meta, parity, export_record("fp32", parity, source),
@@ -170,25 +183,91 @@ def export_bundle(bundle: Bundle, options: ExportOptions) -> list[Exported]:
                                accuracy_on_cpu="ONNX Runtime CPU: fp16 tensors, fp32 kernels via inserted casts")
         results.append(_write("fp16", fp16, files["fp16"], meta, parity, record, test, baseline, options))
 
-    if calib is not None:
-        for flavour in (f for f in FLAVOURS.values() if f"int8-{f.name}" in files):
-            log.info("quantizing INT8 (%s flavour) on %d images, %s", flavour.name, len(calib.paths),
-                     options.calib_method)
-            model = quantize_int8(fp32, calib, flavour, options.calib_method)
-            parity = compare(reference, run_session(model, images, options.threads))
-            record = export_record(f"int8-{flavour.name}", parity, source,
-                                   calibration=calib.record(options.calib_method),
-                                   quantization=quantization_record(flavour))
-            results.append(_write(f"int8-{flavour.name}", model, files[f"int8-{flavour.name}"], meta, parity,
-                                  record, test, baseline, options, flavour.lint_ignore))
+    for flavour, built in int8:
+        variant, (calib, held_out) = f"int8-{flavour.name}", int8_inputs
+        parity = compare(reference, run_session(built.model, images, options.threads))
+        record = export_record(variant, parity, source, calibration=calib.record(options.calib_method),
+                               quantization=quantization_record(flavour, built),
+                               fidelity={"held_out": held_out.record(), **built.choice.to_dict(),
+                                         "needed_float_units": built.needed})
+        results.append(_write(variant, built.model, files[variant], meta, parity, record, test, baseline, options,
+                              flavour.lint_ignore))
     return results
 
 
-def quantization_record(flavour: Int8Flavour) -> dict:
+@dataclass
+class HeldOut:
+    """Normal images the INT8 graphs are checked on: never calibrated on, never the test set."""
+
+    images: np.ndarray
+    paths: list[Path]
+    source: str
+
+    def record(self) -> dict:
+        return {"source": self.source, "count": len(self.paths), "files_sha256": files_digest(self.paths)}
+
+
+def int8_images(bundle: Bundle, options: ExportOptions) -> tuple[CalibrationSet, HeldOut]:
+    """Calibration images and held-out fidelity images, disjoint.
+
+    Held out: the bundle's own validation split (re-drawn with the trainer's split and seed, checked
+    against dfr.json training.val_hash); failing that, a seeded sample of the calibration candidates.
+    """
+    meta = bundle.manifest
+    height, width = meta["input"]["height"], meta["input"]["width"]
+    candidates = _calibration_candidates(bundle, options)
+    training, config = training_images(bundle), meta.get("config", {})
+    val = split_train_val(training, config.get("val_fraction", 0.0), config.get("seed", 0))[1] if training else []
+    if val and files_digest(val) == meta["training"].get("val_hash"):
+        held, source = val, "validation split of the bundle (dfr.json training.val_hash)"
+    else:
+        order = np.random.default_rng(options.calib_seed).permutation(len(candidates))
+        count = min(HELD_OUT_IMAGES, len(candidates) // 5) or min(1, len(candidates) - 1)
+        held = sorted(sorted(candidates)[i] for i in order[:count])
+        source = f"seeded sample of {len(held)} calibration candidates, kept out of calibration"
+        log.warning("validation split of the bundle not found: checking INT8 fidelity on %s", source)
+    if not held:
+        raise ValueError("the INT8 fidelity check needs held-out normal images and only one was found; "
+                         "pass --calib DIR with more normal images")
+    held_set = set(held)
+    calib = calibration_set([p for p in candidates if p not in held_set], options.calib_count, options.calib_seed,
+                            height, width)
+    loaded = load_images(held, height, width, skip_bad=True)
+    return calib, HeldOut(loaded.images, loaded.paths, source)
+
+
+def _quantize_flavours(fp32: onnx.ModelProto, flavours: list[Int8Flavour], calib: CalibrationSet, held_out: HeldOut,
+                       meta: dict, options: ExportOptions) -> list[tuple[Int8Flavour, MixedInt8]]:
+    """Every INT8 flavour with its float units; refuses (before anything is written) beyond the budget."""
+    ref = fidelity.reference(fp32, held_out.images, fidelity.NormalThresholds.from_manifest(meta))
+    budget = fidelity.FidelityBudget(options.fidelity_budget)
+    built, refused = [], []
+    with int8_source(fp32, calib.images) as source:
+        for flavour in flavours:
+            log.info("quantizing INT8 (%s flavour) on %d images, %s; fidelity on %d held-out normal images",
+                     flavour.name, len(calib.paths), options.calib_method, len(held_out.paths))
+            result = mixed_int8(source, flavour, options.calib_method, ref, budget, options.float_blocks)
+            built.append((flavour, result))
+            if not result.choice.within_budget:
+                need = (f"it would need float units {','.join(result.needed)}" if result.needed
+                        else "no set of float units meets it")
+                refused.append(f"int8-{flavour.name}: {'; '.join(result.choice.fidelity.problems(budget))} "
+                               f"with float units {','.join(result.choice.float_units) or 'none'}; {need}")
+    if refused and not options.allow_drop:
+        raise FidelityError(f"INT8 beyond the fidelity budget on {len(held_out.paths)} held-out normal images: "
+                            + " | ".join(refused) + "; nothing written (--float-blocks LIST or auto keeps units "
+                            "float, --allow-drop writes it anyway)")
+    for line in refused:
+        log.warning("written beyond the fidelity budget (--allow-drop): %s", line)
+    return built
+
+
+def quantization_record(flavour: Int8Flavour, built: MixedInt8) -> dict:
     return {"flavour": flavour.name, "format": flavour.quant_format.name,
             "activations": flavour.activation_type.name, "weights": flavour.weight_type.name,
             "per_channel": flavour.per_channel, "quantized_ops": list(flavour.quantized_ops),
-            "float_nodes": list(flavour.float_prefixes), "tensorrt_lint_skipped": sorted(flavour.lint_ignore)}
+            "float_nodes": list(flavour.float_prefixes), "float_units": list(built.choice.float_units),
+            "tensorrt_lint_skipped": sorted(flavour.lint_ignore)}
 
 
 def _calibration_candidates(bundle: Bundle, options: ExportOptions) -> list[Path]:

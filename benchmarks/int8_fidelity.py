@@ -1,0 +1,142 @@
+"""Does the label-free fidelity check agree with the labelled metrics, and does mixed precision fix INT8?
+
+    python benchmarks/int8_fidelity.py --set bottle=BUNDLE:DATA [--set NAME=BUNDLE:DATA ...]
+
+For every set (a trained bundle with model.onnx, and its MVTec-layout data): calibrate once (minmax,
+percentile, entropy from one pass), then for both INT8 flavours score against FP32 on the test set
+(pixel AUROC, PRO, image AUROC) and with the fidelity check on the bundle's held-out normal images:
+full INT8 with each calibration method, every trial of the sensitivity search (one unit int8 at a time,
+then the greedy float sets) and the chosen mixed-precision graph, whose speed is timed against FP32 (batch
+1, 2 threads, interleaved rounds). The verdict of the check (within --fidelity-budget or not) is compared
+with the labelled target (loses <= 0.005 pixel AUROC and <= 0.01 PRO). Prints the tables and writes
+benchmarks/results/int8_fidelity.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx_variants import HERE, ort_runner, ort_session, time_side_by_side
+from scipy.stats import spearmanr
+
+from dfr_edge.bundle import load_bundle
+from dfr_edge.data.mvtec import load_test_arrays, open_dataset
+from dfr_edge.evaluate import evaluate
+from dfr_edge.export import fidelity
+from dfr_edge.export.calibration import CALIB_METHODS
+from dfr_edge.export.fidelity import FidelityBudget
+from dfr_edge.export.int8 import FLAVOURS, int8_source, quantize_int8
+from dfr_edge.export.pipeline import ExportOptions, int8_images
+from dfr_edge.export.sensitivity import mixed_int8
+from dfr_edge.report import format_table, machine_info, write_json
+
+MAX_PIXEL_DROP, MAX_PRO_DROP = 0.005, 0.01
+
+
+def labelled_ok(deltas: dict) -> bool:
+    return deltas["pixel_auroc"] >= -MAX_PIXEL_DROP and deltas["pro"] >= -MAX_PRO_DROP
+
+
+def run_set(name: str, bundle_dir: Path, data: Path, budget: FidelityBudget, rounds: int) -> dict:
+    bundle = load_bundle(bundle_dir)
+    height, width = bundle.manifest["input"]["height"], bundle.manifest["input"]["width"]
+    fp32 = onnx.load(bundle_dir / "model.onnx")
+    calib, held_out = int8_images(bundle, ExportOptions(int8=True))
+    ref = fidelity.reference(fp32, held_out.images, fidelity.NormalThresholds.from_manifest(bundle.manifest))
+    test = load_test_arrays(open_dataset(data), height, width)
+
+    def labelled(model: onnx.ModelProto) -> dict:
+        return evaluate(lambda images: fidelity.run_graph(model, images), test).metrics.to_dict()
+
+    base = labelled(fp32)
+    rows: list[dict] = []
+
+    def add(flavour: str, variant: str, model: onnx.ModelProto, fid: fidelity.Fidelity | None = None) -> None:
+        metrics = labelled(model)
+        fid = fid or fidelity.measure(ref, model)
+        deltas = {k: metrics[k] - base[k] for k in base}
+        rows.append({"set": name, "flavour": flavour, "variant": variant, **metrics, "deltas": deltas,
+                     "fidelity": fid.to_dict(), "fidelity_ok": fid.within(budget), "labelled_ok": labelled_ok(deltas)})
+        print(f"  {flavour:8s} {variant:40s} d pixel {deltas['pixel_auroc']:+.4f} d PRO {deltas['pro']:+.4f} "
+              f"shift {fid.map_shift:.3f} FPR {fid.pixel_fpr:.4f}", flush=True)
+
+    started = time.perf_counter()
+    chosen = {}
+    with int8_source(fp32, calib.images) as source:
+        calibrate_s = time.perf_counter() - started
+        for flavour in FLAVOURS.values():
+            for method in CALIB_METHODS:
+                add(flavour.name, f"full int8, {method}", quantize_int8(source, flavour, method))
+            result = mixed_int8(source, flavour, "minmax", ref, budget, "auto")
+            for trial in result.choice.trials[1:]:  # the first is full int8 minmax, already scored
+                add(flavour.name, "minmax, float " + ",".join(trial.float_units), result.models[trial.float_units],
+                    trial.fidelity)
+            chosen[flavour.name] = result
+    speed = _speed(fp32, {f: r.model for f, r in chosen.items()}, test.images, rounds)
+    return {"set": name, "bundle": str(bundle_dir), "data": str(data), "fp32": base, "calibrate_s": calibrate_s,
+            "calibration_images": len(calib.paths), "held_out": held_out.record(), "rows": rows,
+            "chosen": {f: {**r.choice.to_dict(), "speed": speed[f]} for f, r in chosen.items()},
+            "fp32_median_ms": speed["fp32"]["median_ms"]}
+
+
+def _speed(fp32: onnx.ModelProto, models: dict[str, onnx.ModelProto], images: np.ndarray, rounds: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {"fp32": Path(tmp) / "fp32.onnx"}
+        onnx.save(fp32, paths["fp32"])
+        for name, model in models.items():
+            paths[name] = Path(tmp) / f"{name}.onnx"
+            onnx.save(model, paths[name])
+        runners = {name: ort_runner(ort_session(path)) for name, path in paths.items()}
+        times = time_side_by_side(runners, images, rounds)
+    base = float(np.median(times["fp32"]))
+    return {name: {"median_ms": float(np.median(t)), "speedup_vs_fp32": base / float(np.median(t))}
+            for name, t in times.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--set", action="append", required=True, metavar="NAME=BUNDLE:DATA",
+                   help="a trained bundle (with model.onnx) and its MVTec-layout data folder")
+    p.add_argument("--fidelity-budget", type=float, default=fidelity.DEFAULT_MAP_SHIFT)
+    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--out", type=Path, default=HERE / "results" / "int8_fidelity.json")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    budget = FidelityBudget(args.fidelity_budget)
+    sets = []
+    for spec in args.set:
+        name, _, paths = spec.partition("=")
+        bundle, _, data = paths.partition(":")
+        print(f"{name}:", flush=True)
+        sets.append(run_set(name, Path(bundle), Path(data), budget, args.rounds))
+
+    rows = [r for s in sets for r in s["rows"]]
+    print(format_table(
+        ["set", "flavour", "variant", "d pixel AUROC", "d PRO", "d image AUROC", "map shift", "pixel FPR (FP32)",
+         "fidelity ok", "labelled ok"],
+        [[r["set"], r["flavour"], r["variant"],
+          f"{r['deltas']['pixel_auroc']:+.4f}", f"{r['deltas']['pro']:+.4f}", f"{r['deltas']['image_auroc']:+.4f}",
+          f"{r['fidelity']['map_shift']:.3f}", f"{r['fidelity']['pixel_fpr']:.4f} ({r['fidelity']['pixel_fpr_fp32']:.4f})",
+          r["fidelity_ok"], r["labelled_ok"]] for r in rows]))
+    agree = sum(r["fidelity_ok"] == r["labelled_ok"] for r in rows)
+    rank = spearmanr([r["fidelity"]["map_shift"] for r in rows], [-r["deltas"]["pixel_auroc"] for r in rows])
+    print(f"\nverdicts agree on {agree}/{len(rows)} graphs; Spearman(map shift, pixel AUROC loss) = "
+          f"{rank.statistic:.3f}")
+    print(format_table(["set", "flavour", "float units", "map shift", "median ms", "vs FP32"],
+                       [[s["set"], f, ",".join(c["float_units"]) or "-", f"{c['fidelity']['map_shift']:.3f}",
+                         round(c["speed"]["median_ms"], 2), f"{c['speed']['speedup_vs_fp32']:.2f}x"]
+                        for s in sets for f, c in s["chosen"].items()]))
+    write_json(args.out, {"machine": machine_info(), "budget": vars(budget), "targets": {
+        "max_pixel_auroc_drop": MAX_PIXEL_DROP, "max_pro_drop": MAX_PRO_DROP}, "verdicts_agree": agree,
+        "graphs": len(rows), "spearman_map_shift_vs_pixel_loss": rank.statistic, "sets": sets})
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

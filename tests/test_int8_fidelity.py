@@ -1,0 +1,196 @@
+"""The label-free fidelity check, the sensitivity search and the export gate built on them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from dfr_edge import manifest as manifest_io
+from dfr_edge.bundle import load_bundle
+from dfr_edge.data.images import load_images
+from dfr_edge.data.mvtec import open_dataset
+from dfr_edge.export import fidelity
+from dfr_edge.export.fidelity import Fidelity, FidelityBudget, NormalThresholds
+from dfr_edge.export.pipeline import ExportOptions, FidelityError, export_bundle
+from dfr_edge.export.sensitivity import CAE_UNIT, choose_float_units, parse_float_request, quantizable_units, unit_of
+from dfr_edge.runtime.onnxrt import EXPORT_INFO_KEY
+
+TINY_SIZE = 64
+
+
+def perturbed(model: onnx.ModelProto, prefix: str, scale: float, seed: int = 0) -> onnx.ModelProto:
+    """A copy whose convolution weights under `prefix` carry relative Gaussian noise of `scale`."""
+    noisy = onnx.ModelProto()
+    noisy.CopyFrom(model)
+    weights = {n.input[1] for n in noisy.graph.node if n.op_type == "Conv" and n.name.startswith(prefix)}
+    rng = np.random.default_rng(seed)
+    for init in noisy.graph.initializer:
+        if init.name in weights:
+            w = numpy_helper.to_array(init)
+            init.CopyFrom(numpy_helper.from_array((w * (1 + scale * rng.standard_normal(w.shape))).astype(w.dtype),
+                                                  init.name))
+    return noisy
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_onnx, tiny_data) -> fidelity.Reference:
+    images = load_images(open_dataset(tiny_data).train[:6], TINY_SIZE, TINY_SIZE).images
+    thresholds = NormalThresholds.from_manifest(manifest_io.read(tiny_onnx.parent / manifest_io.MANIFEST_NAME))
+    return fidelity.reference(onnx.load(tiny_onnx), images, thresholds)
+
+
+def test_fidelity_ranks_perturbations_by_strength(tiny_onnx, reference):
+    fp32 = onnx.load(tiny_onnx)
+    same = fidelity.measure(reference, fp32)
+    assert same.map_shift == 0.0 and same.pixel_fpr == same.pixel_fpr_fp32
+    shifts = [fidelity.measure(reference, perturbed(fp32, "/extractor/backbone/", s)).map_shift
+              for s in (0.01, 0.1, 0.5)]
+    assert 0 < shifts[0] < shifts[1] < shifts[2]
+    budget = FidelityBudget(map_shift=(shifts[0] + shifts[1]) / 2, pixel_fpr_ratio=1e9)
+    assert [fidelity.measure(reference, perturbed(fp32, "/extractor/backbone/", s)).within(budget)
+            for s in (0.01, 0.1)] == [True, False]
+
+
+def test_fidelity_counts_false_positives_at_the_stored_thresholds():
+    maps = np.zeros((2, 4, 4), np.float32)
+    maps[0, 0, 0] = 10.0  # above the pixel threshold 5
+    maps[1, :2, :2] = 4.0  # below it, until shifted
+    ref = fidelity.Reference(np.zeros((2, 4, 4, 3), np.uint8), maps, np.array([1.0, 3.0]),
+                             NormalThresholds(pixel=5.0, image=2.0, pixel_median=1.0))
+    result = fidelity.compare_maps(ref, maps + 2.0, np.array([3.0, 3.0]))
+    assert result.map_shift == pytest.approx(2.0 / (5.0 - 1.0))
+    assert (result.pixel_fpr_fp32, result.pixel_fpr) == (1 / 32, 5 / 32)
+    assert (result.image_fpr_fp32, result.image_fpr) == (0.5, 1.0)
+    problems = result.problems(FidelityBudget(map_shift=0.4, pixel_fpr_ratio=2.0))
+    assert len(problems) == 2 and "map shift 0.500" in problems[0] and "flagged 0.1562" in problems[1]
+    assert result.within(FidelityBudget(map_shift=0.5, pixel_fpr_ratio=5.0))
+
+
+def test_fidelity_budget_refuses_nonsense():
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="positive"):
+            FidelityBudget(map_shift=bad)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sensitivity search
+
+
+def fake_fidelity(shift: float) -> Fidelity:
+    return Fidelity(images=4, map_shift=shift, pixel_fpr_fp32=0.005, pixel_fpr=0.005, image_fpr_fp32=0.0,
+                    image_fpr=0.0)
+
+
+def additive_score(costs: dict[str, float], calls: list):
+    """Map shift = sum of the costs of the units that are int8 (a faithful toy of independent errors)."""
+
+    def score(float_units: tuple[str, ...]) -> Fidelity:
+        calls.append(float_units)
+        return fake_fidelity(sum(c for u, c in costs.items() if u not in float_units))
+
+    return score
+
+
+def test_greedy_keeps_the_fewest_most_sensitive_units_float():
+    costs = {"blocks.0": 0.01, "blocks.1": 0.5, "blocks.2": 0.02, "cae": 0.3}
+    calls = []
+    result = choose_float_units(costs, additive_score(costs, calls), FidelityBudget(map_shift=0.1))
+    assert list(result.sensitivity) == ["blocks.1", "cae", "blocks.2", "blocks.0"]  # most sensitive first
+    assert result.sensitivity["blocks.1"] == 0.5
+    assert result.float_units == ("blocks.1", "cae") and result.within_budget
+    assert [t.float_units for t in result.trials] == [(), ("blocks.1",), ("blocks.1", "cae")]
+    assert result.fidelity.map_shift == pytest.approx(0.03)
+
+
+def test_greedy_stops_at_full_int8_when_within_budget():
+    costs = {"blocks.0": 0.01, "cae": 0.02}
+    calls = []
+    result = choose_float_units(costs, additive_score(costs, calls), FidelityBudget(map_shift=0.1))
+    assert result.float_units == () and calls == [()] and result.sensitivity == {}
+
+
+def test_greedy_says_when_even_all_float_misses_the_budget():
+    def score(float_units):
+        return fake_fidelity(1.0)  # something outside the searched units moves the map
+
+    result = choose_float_units(["blocks.0", "cae"], score, FidelityBudget(map_shift=0.1))
+    assert not result.within_budget and set(result.float_units) == {"blocks.0", "cae"}
+    record = result.to_dict()
+    assert record["within_budget"] is False and record["budget"]["map_shift"] == 0.1
+
+
+def test_units_are_blocks_and_the_cae(tiny_onnx):
+    assert unit_of("/extractor/backbone/blocks.3/conv_pw/Conv") == "blocks.3"
+    assert unit_of("/cae/encoder/encoder.0/Conv") == CAE_UNIT
+    assert unit_of("/head/Conv") is None and unit_of("/extractor/preprocess/Conv") is None
+    units = quantizable_units(onnx.load(tiny_onnx), ("Conv", "Clip", "Relu", "Add"), ("/extractor/backbone/stem/",))
+    assert CAE_UNIT in units and "blocks.0" in units
+    assert not any(n.startswith("/extractor/backbone/stem/") for nodes in units.values() for n in nodes)
+
+
+def test_float_request_parsing():
+    assert parse_float_request("auto") == "auto" and parse_float_request(" none ") == "none"
+    assert parse_float_request("blocks.3, cae") == ("blocks.3", "cae")
+    with pytest.raises(ValueError, match="--float-blocks"):
+        parse_float_request(",")
+
+
+# ----------------------------------------------------------------------------------------------
+# The export gate
+
+
+@pytest.fixture
+def bundle_copy(tmp_path, tiny_bundle):
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy, ignore=shutil.ignore_patterns("*.onnx"))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_bundle):
+    return load_bundle(tiny_bundle)
+
+
+def at(bundle, folder):
+    return dataclasses.replace(bundle, path=folder, manifest=manifest_io.read(folder / manifest_io.MANIFEST_NAME))
+
+
+@pytest.fixture
+def few_units(monkeypatch):
+    """Search only blocks.0, blocks.1 and the CAE: the search logic is tested above, here it only has to run."""
+    import dfr_edge.export.sensitivity as sensitivity
+
+    every = sensitivity.quantizable_units
+
+    def first_units(*args):
+        return {u: nodes for u, nodes in every(*args).items() if u in ("blocks.0", "blocks.1", CAE_UNIT)}
+
+    monkeypatch.setattr(sensitivity, "quantizable_units", first_units)
+
+
+def test_gate_refuses_and_writes_nothing(bundle_copy, loaded, few_units):
+    before = sorted(p.name for p in bundle_copy.iterdir())
+    options = ExportOptions(fp16=True, int8=True, calib_count=4, float_blocks="none", fidelity_budget=1e-9)
+    with pytest.raises(FidelityError, match=r"int8-tensorrt: map shift .* with float units none; (it would need float "
+                                            r"units|no set).*int8-cpu: .*nothing written"):
+        export_bundle(at(loaded, bundle_copy), options)
+    assert sorted(p.name for p in bundle_copy.iterdir()) == before  # not even model.onnx
+
+
+def test_allow_drop_writes_and_records_float_units(bundle_copy, loaded, few_units):
+    options = ExportOptions(int8=True, calib_count=4, float_blocks=("cae",), fidelity_budget=1e-9, allow_drop=True)
+    results = {r.variant: r for r in export_bundle(at(loaded, bundle_copy), options)}
+    for variant in ("int8-tensorrt", "int8-cpu"):
+        record = json.loads({p.key: p.value for p in onnx.load(results[variant].path).metadata_props}[EXPORT_INFO_KEY])
+        assert record["quantization"]["float_units"] == ["cae"]
+        check = record["fidelity"]
+        assert check["float_units"] == ["cae"] and check["within_budget"] is False
+        assert check["budget"]["map_shift"] == 1e-9 and "needed_float_units" in check
+        assert check["held_out"]["source"].startswith("validation split") and check["held_out"]["count"] >= 1
+        assert check["fidelity"]["map_shift"] > 0
