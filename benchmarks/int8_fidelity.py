@@ -64,7 +64,7 @@ def run_set(name: str, bundle_dir: Path, data: Path, budget: FidelityBudget, rou
         rows.append({"set": name, "flavour": flavour, "variant": variant, **metrics, "deltas": deltas,
                      "fidelity": fid.to_dict(), "fidelity_ok": fid.within(budget), "labelled_ok": labelled_ok(deltas)})
         print(f"  {flavour:8s} {variant:40s} d pixel {deltas['pixel_auroc']:+.4f} d PRO {deltas['pro']:+.4f} "
-              f"shift {fid.map_shift:.3f} FPR {fid.pixel_fpr:.4f}", flush=True)
+              f"map shift {fid.map_shift:.3f} score shift {fid.score_shift:.3f}", flush=True)
 
     started = time.perf_counter()
     chosen = {}
@@ -118,11 +118,13 @@ def main() -> None:
 
     rows = [r for s in sets for r in s["rows"]]
     print(format_table(
-        ["set", "flavour", "variant", "d pixel AUROC", "d PRO", "d image AUROC", "map shift", "pixel FPR (FP32)",
-         "fidelity ok", "labelled ok"],
+        ["set", "flavour", "variant", "d pixel AUROC", "d PRO", "d image AUROC", "map shift", "score shift",
+         "pixel FPR (FP32)", "image FPR (FP32)", "fidelity ok", "labelled ok"],
         [[r["set"], r["flavour"], r["variant"],
           f"{r['deltas']['pixel_auroc']:+.4f}", f"{r['deltas']['pro']:+.4f}", f"{r['deltas']['image_auroc']:+.4f}",
-          f"{r['fidelity']['map_shift']:.3f}", f"{r['fidelity']['pixel_fpr']:.4f} ({r['fidelity']['pixel_fpr_fp32']:.4f})",
+          f"{r['fidelity']['map_shift']:.3f}", f"{r['fidelity']['score_shift']:.3f}",
+          f"{r['fidelity']['pixel_fpr']:.4f} ({r['fidelity']['pixel_fpr_fp32']:.4f})",
+          f"{r['fidelity']['image_fpr']:.3f} ({r['fidelity']['image_fpr_fp32']:.3f})",
           r["fidelity_ok"], r["labelled_ok"]] for r in rows]))
     agree = sum(r["fidelity_ok"] == r["labelled_ok"] for r in rows)
     rank = spearmanr([r["fidelity"]["map_shift"] for r in rows], [-r["deltas"]["pixel_auroc"] for r in rows])

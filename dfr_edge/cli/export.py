@@ -25,8 +25,8 @@ def parser() -> argparse.ArgumentParser:
                    help="INT8 units kept float: 'auto' (fewest that meet --fidelity-budget), 'none', "
                         "or a list such as blocks.3,cae")
     p.add_argument("--fidelity-budget", type=finite_float, default=DEFAULT_MAP_SHIFT,
-                   help="largest INT8 map shift on held-out normal images, as a share of the distance from the "
-                        "normal pixel median to the pixel threshold (default %(default)s)")
+                   help="largest INT8 map error on held-out normal images, where they reach the pixel threshold, as "
+                        "a share of the distance from the normal pixel median to it (default %(default)s)")
     p.add_argument("--allow-drop", action="store_true", help="write INT8 even beyond the fidelity budget")
     p.add_argument("--eval", type=Path, dest="eval_data", help="MVTec-layout folder: accuracy of every variant vs FP32")
     p.add_argument("--max-drop", type=finite_float,

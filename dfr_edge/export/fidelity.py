@@ -2,12 +2,18 @@
 
 Measured on held-out normal images (never the test set) against the FP32 graph, in the units a user
 thresholds in:
-- `map_shift`: p99 of |map - map_fp32| over all pixels, divided by the distance from the normal pixel
-  median to the stored pixel threshold. 0.1 means a typical large error moves a pixel a tenth of the way
-  from "normal" to "flagged". Dividing by that spread makes it comparable across datasets: a dark,
-  low-contrast line has a narrow spread, and the same int8 error is then a large share of it.
-- the false-positive rates at the stored pixel and image thresholds, FP32 and reduced precision: a shift
-  here is what the user would see on the line (more or fewer normal pixels / parts flagged).
+- `map_shift`: the median |map - map_fp32| over the pixels FP32 puts at or above the stored pixel
+  threshold (the normal tail that defects compete with for a rank), divided by the distance from the
+  normal pixel median to that threshold. Dividing by that spread makes it comparable across datasets: a
+  dark, low-contrast line has a narrow spread, and the same int8 error is then a large share of it. The
+  error over all pixels would not do: on MVTec bottle the CPU flavour moves the bulk of the map by a third
+  of the spread (a bias AUROC does not see) and loses nothing, while on a dark texture a smaller move of
+  the tail costs 0.01 pixel AUROC (benchmarks/README.md, int8_fidelity.py).
+- `score_shift`: p90 of |score - score_fp32| divided by the distance from the median normal score to the
+  stored image threshold: the same question for the image decision.
+- the false-positive rates at the stored pixel and image thresholds, FP32 and reduced precision: what the
+  user would see on the line (more or fewer normal pixels / parts flagged); recorded, not gated on, since
+  a uniform offset changes them without changing the ranking the metrics measure.
 Torch-free: ONNX Runtime and numpy only.
 """
 
@@ -21,8 +27,8 @@ import onnxruntime as ort
 
 from dfr_edge.export.onnx_fp32 import INPUT, OUTPUTS
 
-DEFAULT_MAP_SHIFT = 0.1
-DEFAULT_PIXEL_FPR_RATIO = 1.5
+DEFAULT_MAP_SHIFT = 0.28  # measured: passing graphs <= 0.25, failing ones >= 0.31 (benchmarks/README.md)
+DEFAULT_SCORE_SHIFT = 0.75  # measured: passing graphs <= 0.52, failing ones >= 0.98
 FIDELITY_BATCH = 8
 
 
@@ -30,14 +36,14 @@ FIDELITY_BATCH = 8
 class FidelityBudget:
     """What a reduced-precision graph may change on normal images before the export refuses it."""
 
-    map_shift: float = DEFAULT_MAP_SHIFT  # p99 |map error| / (pixel threshold - pixel median)
-    pixel_fpr_ratio: float = DEFAULT_PIXEL_FPR_RATIO  # FP rate at the pixel threshold: at most this x FP32's
+    map_shift: float = DEFAULT_MAP_SHIFT  # tail map error / (pixel threshold - pixel median)
+    score_shift: float = DEFAULT_SCORE_SHIFT  # p90 score error / (image threshold - median score)
 
     def __post_init__(self) -> None:
-        if not (self.map_shift > 0 and np.isfinite(self.map_shift)):
-            raise ValueError(f"the fidelity budget must be a positive number, got {self.map_shift}")
-        if not self.pixel_fpr_ratio >= 1.0:
-            raise ValueError(f"the pixel false-positive ratio must be at least 1, got {self.pixel_fpr_ratio}")
+        for name in ("map_shift", "score_shift"):
+            value = getattr(self, name)
+            if not (value > 0 and np.isfinite(value)):
+                raise ValueError(f"the fidelity budget's {name} must be a positive number, got {value}")
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class NormalThresholds:
 class Fidelity:
     images: int
     map_shift: float
+    score_shift: float
     pixel_fpr_fp32: float
     pixel_fpr: float
     image_fpr_fp32: float
@@ -72,9 +79,8 @@ class Fidelity:
         found = []
         if not self.map_shift <= budget.map_shift:  # NaN is beyond any budget
             found.append(f"map shift {self.map_shift:.3f} > {budget.map_shift:g}")
-        allowed = budget.pixel_fpr_ratio * max(self.pixel_fpr_fp32, 1.0 / 10000)
-        if not self.pixel_fpr <= allowed:
-            found.append(f"normal pixels flagged {self.pixel_fpr:.4f} vs FP32 {self.pixel_fpr_fp32:.4f}")
+        if not self.score_shift <= budget.score_shift:
+            found.append(f"score shift {self.score_shift:.3f} > {budget.score_shift:g}")
         return found
 
     def within(self, budget: FidelityBudget) -> bool:
@@ -116,10 +122,13 @@ def reference(fp32: onnx.ModelProto | bytes, images: np.ndarray, thresholds: Nor
 
 def compare_maps(ref: Reference, maps: np.ndarray, scores: np.ndarray) -> Fidelity:
     t = ref.thresholds
-    error = np.abs(maps.astype(np.float64) - ref.maps)
+    tail = ref.maps >= min(t.pixel, float(ref.maps.max()))  # never empty
+    error = np.abs(maps[tail].astype(np.float64) - ref.maps[tail])
+    score_spread = max(t.image - float(np.median(ref.scores)), np.finfo(np.float32).eps)
     return Fidelity(
         images=len(ref.images),
-        map_shift=float(np.percentile(error, 99) / t.spread),
+        map_shift=float(np.median(error) / t.spread),
+        score_shift=float(np.percentile(np.abs(scores.astype(np.float64) - ref.scores), 90) / score_spread),
         pixel_fpr_fp32=float(np.mean(ref.maps > t.pixel)),
         pixel_fpr=float(np.mean(maps > t.pixel)),
         image_fpr_fp32=float(np.mean(ref.scores > t.image)),
