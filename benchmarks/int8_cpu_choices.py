@@ -24,7 +24,14 @@ from onnxruntime.quantization import QuantFormat, QuantType
 from dfr_edge.bundle import load_bundle
 from dfr_edge.data.mvtec import load_test_arrays, open_dataset
 from dfr_edge.evaluate import evaluate
-from dfr_edge.export.int8 import CPU_FLAVOUR, FLOAT_PREFIXES, TENSORRT_FLAVOUR, calibration_set, quantize_int8
+from dfr_edge.export.int8 import (
+    CPU_FLAVOUR,
+    FLOAT_PREFIXES,
+    TENSORRT_FLAVOUR,
+    calibration_set,
+    int8_source,
+    quantize_int8,
+)
 from dfr_edge.export.onnx_fp32 import to_onnx
 from dfr_edge.export.pipeline import training_images
 from dfr_edge.report import format_table, machine_info, write_json
@@ -65,9 +72,10 @@ def main() -> None:
     files = {"FP32": tmp / "fp32.onnx"}
     fp32_bytes = fp32.SerializeToString()
     files["FP32"].write_bytes(fp32_bytes)
-    for i, (name, flavour) in enumerate(CHOICES.items()):
-        files[name] = tmp / f"choice{i}.onnx"
-        files[name].write_bytes(quantize_int8(fp32, calib, flavour, "minmax").SerializeToString())
+    with int8_source(fp32, calib.images) as source:  # calibrated once for every choice
+        for i, (name, flavour) in enumerate(CHOICES.items()):
+            files[name] = tmp / f"choice{i}.onnx"
+            files[name].write_bytes(quantize_int8(source, flavour, "minmax").SerializeToString())
     sessions = {name: ort_session(path) for name, path in files.items()}
     runners = {name: ort_runner(s) for name, s in sessions.items()}
     times = time_side_by_side(runners, test.images, args.rounds)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -71,6 +73,11 @@ def test_fidelity_measures_the_tail_and_the_scores():
     problems = result.problems(FidelityBudget(map_shift=0.4, score_shift=1.0))
     assert problems == ["map shift 0.500 > 0.4", "score shift 1.800 > 1"]
     assert result.within(FidelityBudget(map_shift=0.5, score_shift=1.8))
+
+
+def test_fidelity_check_is_torch_free():
+    code = "import sys, dfr_edge.export.fidelity; assert 'torch' not in sys.modules and 'onnxruntime' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_fidelity_budget_refuses_nonsense():

@@ -12,6 +12,8 @@ Common to both, each measured on MVTec bottle: ReLU/ReLU6 and residual Adds are 
 their convolutions (leaving ReLU6 float quantizes the pre-activation range and costs 0.01 pixel
 AUROC); preprocessing, the stem convolution (3 input channels: nothing to gain), the regional
 resize-pool MatMuls and the scoring head stay float32, and the head reads float features.
+Beyond these, whole blocks may stay float when the fidelity check asks for it (sensitivity.py); the
+activation ranges come from one bounded-memory calibration pass (calibration.py) shared by every trial.
 """
 
 from __future__ import annotations
