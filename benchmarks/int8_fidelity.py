@@ -104,11 +104,12 @@ def main() -> None:
     p.add_argument("--set", action="append", required=True, metavar="NAME=BUNDLE:DATA",
                    help="a trained bundle (with model.onnx) and its MVTec-layout data folder")
     p.add_argument("--fidelity-budget", type=float, default=fidelity.DEFAULT_MAP_SHIFT)
+    p.add_argument("--score-budget", type=float, default=fidelity.DEFAULT_SCORE_SHIFT)
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--out", type=Path, default=HERE / "results" / "int8_fidelity.json")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    budget = FidelityBudget(args.fidelity_budget)
+    budget = FidelityBudget(args.fidelity_budget, args.score_budget)
     sets = []
     for spec in args.set:
         name, _, paths = spec.partition("=")
@@ -132,7 +133,7 @@ def main() -> None:
           f"{rank.statistic:.3f}")
     print(format_table(["set", "flavour", "float units", "map shift", "median ms", "vs FP32"],
                        [[s["set"], f, ",".join(c["float_units"]) or "-", f"{c['fidelity']['map_shift']:.3f}",
-                         round(c["speed"]["median_ms"], 2), f"{c['speed']['speedup_vs_fp32']:.2f}x"]
+                         f"{c['speed']['median_ms']:.2f}", f"{c['speed']['speedup_vs_fp32']:.2f}x"]
                         for s in sets for f, c in s["chosen"].items()]))
     write_json(args.out, {"machine": machine_info(), "budget": vars(budget), "targets": {
         "max_pixel_auroc_drop": MAX_PIXEL_DROP, "max_pro_drop": MAX_PRO_DROP}, "verdicts_agree": agree,

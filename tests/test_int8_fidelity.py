@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -15,11 +16,12 @@ from onnx import numpy_helper
 
 from dfr_edge import manifest as manifest_io
 from dfr_edge.bundle import load_bundle
+from dfr_edge.cli.export import main as export_main
 from dfr_edge.data.images import load_images
 from dfr_edge.data.mvtec import open_dataset
 from dfr_edge.export import fidelity
 from dfr_edge.export.fidelity import Fidelity, FidelityBudget, NormalThresholds
-from dfr_edge.export.pipeline import ExportOptions, FidelityError, export_bundle
+from dfr_edge.export.pipeline import ExportOptions, export_bundle
 from dfr_edge.export.sensitivity import CAE_UNIT, choose_float_units, parse_float_request, quantizable_units, unit_of
 from dfr_edge.runtime.onnxrt import EXPORT_INFO_KEY
 
@@ -185,12 +187,15 @@ def few_units(monkeypatch):
 
 
 @pytest.mark.slow
-def test_gate_refuses_and_writes_nothing(bundle_copy, loaded, few_units):
+def test_gate_refuses_and_writes_nothing(bundle_copy, few_units, capsys):
+    """dfr-export --int8 beyond the budget: one error line naming the blocks it would need, no file at all."""
     before = sorted(p.name for p in bundle_copy.iterdir())
-    options = ExportOptions(fp16=True, int8=True, calib_count=4, float_blocks="none", fidelity_budget=1e-9)
-    with pytest.raises(FidelityError, match=r"int8-tensorrt: map shift .* with float units none; (it would need float "
-                                            r"units|no set).*int8-cpu: .*nothing written"):
-        export_bundle(at(loaded, bundle_copy), options)
+    code = export_main([str(bundle_copy), "--fp16", "--int8", "--calib-count", "4", "--float-blocks", "none",
+                        "--fidelity-budget", "1e-9"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: INT8 beyond the fidelity budget")
+    assert re.search(r"int8-tensorrt: map shift .* with float units none; (it would need float units|no set)", err[0])
+    assert "int8-cpu: " in err[0] and "nothing written" in err[0] and "--allow-drop" in err[0]
     assert sorted(p.name for p in bundle_copy.iterdir()) == before  # not even model.onnx
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from dfr_edge.cli.common import ArgumentParser, add_threads_option, check_writable, finite_float, positive_int, run_main
-from dfr_edge.export.fidelity import DEFAULT_MAP_SHIFT
+from dfr_edge.export.fidelity import DEFAULT_MAP_SHIFT, DEFAULT_SCORE_SHIFT
 from dfr_edge.report import format_table
 
 
@@ -27,6 +27,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fidelity-budget", type=finite_float, default=DEFAULT_MAP_SHIFT,
                    help="largest INT8 map error on held-out normal images, where they reach the pixel threshold, as "
                         "a share of the distance from the normal pixel median to it (default %(default)s)")
+    p.add_argument("--score-budget", type=finite_float, default=DEFAULT_SCORE_SHIFT,
+                   help="largest INT8 image-score error on held-out normal images (p90), as a share of the distance "
+                        "from the median normal score to the image threshold (default %(default)s)")
     p.add_argument("--allow-drop", action="store_true", help="write INT8 even beyond the fidelity budget")
     p.add_argument("--eval", type=Path, dest="eval_data", help="MVTec-layout folder: accuracy of every variant vs FP32")
     p.add_argument("--max-drop", type=finite_float,
@@ -91,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                                 calib_count=args.calib_count, calib_seed=args.calib_seed, eval_data=args.eval_data,
                                 max_drop=args.max_drop, force=args.force, threads=use_torch_threads(args.threads),
                                 float_blocks=parse_float_request(args.float_blocks),
-                                fidelity_budget=args.fidelity_budget, allow_drop=args.allow_drop)
+                                fidelity_budget=args.fidelity_budget, score_budget=args.score_budget,
+                                allow_drop=args.allow_drop)
         results = export_bundle(load_bundle(args.bundle), options)
     rows = []
     for r in results:

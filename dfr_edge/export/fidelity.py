@@ -30,8 +30,11 @@ if TYPE_CHECKING:
 
 INPUT, OUTPUTS = "image", ("anomaly_map", "score")  # the fused graph's contract (onnx_fp32 needs torch)
 
-DEFAULT_MAP_SHIFT = 0.28  # measured: passing graphs <= 0.25, failing ones >= 0.31 (benchmarks/README.md)
-DEFAULT_SCORE_SHIFT = 0.75  # measured: passing graphs <= 0.52, failing ones >= 0.98
+# Measured on bottle and two dark sets (benchmarks/README.md): graphs within the labelled targets reach a
+# score shift of 0.67 and a map shift of 0.36; graphs beyond them start at 0.86 and 0.31. The score shift
+# separates; the map shift is the safety net for maps that move without moving the maximum.
+DEFAULT_MAP_SHIFT = 0.38
+DEFAULT_SCORE_SHIFT = 0.75
 FIDELITY_BATCH = 8
 
 

@@ -61,6 +61,7 @@ class ExportOptions:
     calib_method: str = "minmax"
     float_blocks: str | tuple[str, ...] = "auto"  # INT8 units kept float: 'auto' (search), 'none' or names
     fidelity_budget: float = fidelity.DEFAULT_MAP_SHIFT  # largest map shift on held-out normal images
+    score_budget: float = fidelity.DEFAULT_SCORE_SHIFT  # largest score shift on them
     allow_drop: bool = False  # write INT8 beyond the fidelity budget
     calib_count: int = 256
     calib_seed: int = 0
@@ -240,7 +241,7 @@ def _quantize_flavours(fp32: onnx.ModelProto, flavours: list[Int8Flavour], calib
                        meta: dict, options: ExportOptions) -> list[tuple[Int8Flavour, MixedInt8]]:
     """Every INT8 flavour with its float units; refuses (before anything is written) beyond the budget."""
     ref = fidelity.reference(fp32, held_out.images, fidelity.NormalThresholds.from_manifest(meta))
-    budget = fidelity.FidelityBudget(options.fidelity_budget)
+    budget = fidelity.FidelityBudget(options.fidelity_budget, options.score_budget)
     built, refused = [], []
     with int8_source(fp32, calib.images) as source:
         for flavour in flavours:
