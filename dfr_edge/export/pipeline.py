@@ -250,7 +250,7 @@ def _quantize_flavours(fp32: onnx.ModelProto, flavours: list[Int8Flavour], calib
             result = mixed_int8(source, flavour, options.calib_method, ref, budget, options.float_blocks)
             built.append((flavour, result))
             if not result.choice.within_budget:
-                need = (f"it would need float units {','.join(result.needed)}" if result.needed
+                need = (f"it would need float units {','.join(result.needed) or 'none'}" if result.needed is not None
                         else "no set of float units meets it")
                 refused.append(f"int8-{flavour.name}: {'; '.join(result.choice.fidelity.problems(budget))} "
                                f"with float units {','.join(result.choice.float_units) or 'none'}; {need}")

@@ -147,8 +147,8 @@ def mixed_int8(source: Int8Source, flavour: Int8Flavour, method: str, ref: Refer
         nodes = tuple(n for u in float_units for n in units[u])
         models[float_units] = quantize_int8(source, flavour, method, nodes)
         fidelity = measure(ref, models[float_units])
-        log.info("int8-%s, float %s: map shift %.3f, pixel FPR %.4f (FP32 %.4f)", flavour.name,
-                 ",".join(float_units) or "-", fidelity.map_shift, fidelity.pixel_fpr, fidelity.pixel_fpr_fp32)
+        log.info("int8-%s, float %s: map shift %.3f, score shift %.3f", flavour.name, ",".join(float_units) or "-",
+                 fidelity.map_shift, fidelity.score_shift)
         return fidelity
 
     if request == "auto":
