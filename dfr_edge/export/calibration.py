@@ -22,14 +22,17 @@ from onnxruntime.quantization.calibrate import (
     create_calibrator,
 )
 
-from dfr_edge.export.onnx_fp32 import INPUT
+from dfr_edge.export.fidelity import INPUT
 
 CALIB_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}
 NUM_BINS = 2048  # ORT's default for percentile
 PERCENTILE = 99.999  # ORT's default: the share of |activation| values kept inside the range
 ENTROPY_BINS, ENTROPY_QUANTIZED_BINS = 256, 128  # KL search on an 8x coarser histogram: ORT's loop is pure Python
-HISTOGRAM_SAMPLE = 1 << 18  # values per tensor and batch that are counted (evenly strided): 2.6e-6 per batch
+# At most this many values per tensor and batch are counted (an even stride; min/max see every value):
+# np.bincount over every activation made calibration 5x slower, and 24 batches of 262,144 values still
+# put ~60 values beyond the 99.999th percentile.
+HISTOGRAM_SAMPLE = 1 << 18
 CALIBRATION_BATCH = 8
 
 
