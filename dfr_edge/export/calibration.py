@@ -30,7 +30,7 @@ NUM_BINS = 2048  # ORT's default for percentile
 PERCENTILE = 99.999  # ORT's default: the share of |activation| values kept inside the range
 ENTROPY_BINS, ENTROPY_QUANTIZED_BINS = 256, 128  # KL search on an 8x coarser histogram: ORT's loop is pure Python
 # At most this many values per tensor and batch are counted (an even stride; min/max see every value):
-# np.bincount over every activation made calibration 5x slower, and 24 batches of 262,144 values still
+# counting every activation made calibration several times slower, and 24 batches of 262,144 values still
 # put ~60 values beyond the 99.999th percentile.
 HISTOGRAM_SAMPLE = 1 << 18
 CALIBRATION_BATCH = 8
