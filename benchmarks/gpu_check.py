@@ -194,11 +194,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from dfr_edge.data.mvtec import load_test_arrays, open_dataset
     from dfr_edge.evaluate import run_predictor
+    from dfr_edge.geometry import Geometry
     from dfr_edge.runtime.onnxrt import OnnxRuntimeBackend
 
     bundle, data = prepare(args)
     meta = json.loads((bundle / "dfr.json").read_text())
-    test = load_test_arrays(open_dataset(data), meta["input"]["height"], meta["input"]["width"])
+    test = load_test_arrays(open_dataset(data), Geometry.from_manifest(meta))  # stretch: model-size images
     references = {}
     for precision, name in VARIANTS.items():  # ONNX Runtime CPU on the same ONNX: the reference
         maps, scores, _ = run_predictor(OnnxRuntimeBackend(bundle / name).infer, test.images)

@@ -34,6 +34,7 @@ from dfr_edge.export.int8 import (
 )
 from dfr_edge.export.onnx_fp32 import to_onnx
 from dfr_edge.export.pipeline import training_images
+from dfr_edge.geometry import Geometry
 from dfr_edge.report import format_table, machine_info, write_json
 
 WITH_STEM = tuple(p for p in FLOAT_PREFIXES if "stem" not in p)
@@ -65,8 +66,9 @@ def main() -> None:
     bundle = load_bundle(args.bundle)
     height, width = bundle.manifest["input"]["height"], bundle.manifest["input"]["width"]
     fp32 = to_onnx(bundle.model, (height, width))
-    calib = calibration_set(training_images(bundle), args.calib_count, 0, height, width)
-    test = load_test_arrays(open_dataset(args.data), height, width)
+    geometry = Geometry.from_manifest(bundle.manifest)
+    calib = calibration_set(training_images(bundle), args.calib_count, 0, geometry)
+    test = load_test_arrays(open_dataset(args.data), geometry)
 
     tmp = Path(tempfile.mkdtemp(prefix="int8_choices_"))
     files = {"FP32": tmp / "fp32.onnx"}

@@ -34,6 +34,7 @@ from dfr_edge.export.fidelity import FidelityBudget
 from dfr_edge.export.int8 import FLAVOURS, int8_source, quantize_int8
 from dfr_edge.export.pipeline import ExportOptions, int8_images
 from dfr_edge.export.sensitivity import mixed_int8
+from dfr_edge.geometry import Geometry
 from dfr_edge.report import format_table, machine_info, write_json
 
 MAX_PIXEL_DROP, MAX_PRO_DROP = 0.005, 0.01
@@ -45,11 +46,10 @@ def labelled_ok(deltas: dict) -> bool:
 
 def run_set(name: str, bundle_dir: Path, data: Path, budget: FidelityBudget, rounds: int) -> dict:
     bundle = load_bundle(bundle_dir)
-    height, width = bundle.manifest["input"]["height"], bundle.manifest["input"]["width"]
     fp32 = onnx.load(bundle_dir / "model.onnx")
     calib, held_out = int8_images(bundle, ExportOptions(int8=True))
     ref = fidelity.reference(fp32, held_out.images, fidelity.NormalThresholds.from_manifest(bundle.manifest))
-    test = load_test_arrays(open_dataset(data), height, width)
+    test = load_test_arrays(open_dataset(data), Geometry.from_manifest(bundle.manifest))
 
     def labelled(model: onnx.ModelProto) -> dict:
         return evaluate(lambda images: fidelity.run_graph(model, images), test).metrics.to_dict()

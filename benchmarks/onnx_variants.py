@@ -28,6 +28,7 @@ from dfr_edge.data.mvtec import load_test_arrays, open_dataset
 from dfr_edge.evaluate import evaluate
 from dfr_edge.export.int8 import FLAVOURS
 from dfr_edge.export.pipeline import FP16_FILE, FP32_FILE, ExportOptions, export_bundle
+from dfr_edge.geometry import Geometry
 from dfr_edge.predict import predict_torch
 from dfr_edge.report import format_table, machine_info, write_json
 from dfr_edge.trainer import train
@@ -88,8 +89,7 @@ def main() -> None:
 
     bundle_dir = prepare_bundle(args.data, args.bundle)
     bundle = load_bundle(bundle_dir)
-    test = load_test_arrays(open_dataset(args.data), bundle.manifest["input"]["height"],
-                            bundle.manifest["input"]["width"])
+    test = load_test_arrays(open_dataset(args.data), Geometry.from_manifest(bundle.manifest))
     sessions = {name: ort_session(bundle_dir / file) for name, file in VARIANT_FILES.items()}
 
     def run_torch(images: np.ndarray):

@@ -51,7 +51,7 @@ PEER_NUMBERS = [
 
 def accuracy(targets, data: Path) -> dict[str, dict]:
     first = targets[0].detector
-    test = load_test_arrays(open_dataset(data), *first.size)
+    test = load_test_arrays(open_dataset(data), first.geometry)
     return {t.variant: evaluate(t.detector.infer, test).metrics.to_dict() for t in targets if not t.baseline}
 
 

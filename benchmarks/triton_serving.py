@@ -30,6 +30,7 @@ import numpy as np
 
 from dfr_edge import __version__
 from dfr_edge.data.mvtec import load_test_arrays, open_dataset
+from dfr_edge.geometry import Geometry
 from dfr_edge.report import format_table, machine_info, write_json
 from dfr_edge.runtime.onnxrt import OnnxRuntimeBackend
 from dfr_edge.runtime.triton.client import TritonBackend
@@ -97,7 +98,7 @@ def main() -> None:
     args = p.parse_args()
 
     local = OnnxRuntimeBackend(args.model, threads=args.threads)
-    test = load_test_arrays(open_dataset(args.data), local.height, local.width)
+    test = load_test_arrays(open_dataset(args.data), Geometry(local.height, local.width))  # model-size images
     frames = test.images
     with tempfile.TemporaryDirectory() as tmp:
         server = ServeProcess(args.serve_python, args.model, Path(tmp) / "serve.log", "--threads", str(args.threads),

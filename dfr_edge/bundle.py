@@ -72,6 +72,7 @@ def build_manifest(result: TrainResult, data_root: Path) -> dict:
             "std": list(backbone.std),
         },
         "input": {"height": height, "width": width, "dtype": "uint8", "color": "BGR", "layout": "NHWC"},
+        "geometry": {**result.geometry.to_dict(), "auto_size": result.auto_size},
         "features": {"channels": result.channels, "grid": [height // 4, width // 4], "pool": 4},
         "cae": {"latent_dim": result.latent_dim, "pca_explained": config.pca_explained,
                 "pca_images": config.pca_images, "fixed": config.latent_dim is not None},

@@ -17,18 +17,52 @@ import yaml
 
 from dfr_edge import rules
 from dfr_edge.errors import UnusableFileError
+from dfr_edge.geometry import RESIZE_MODES, Geometry, Tiling
 from dfr_edge.rules import kind_problem
 
+AUTO = "auto"
 
-def _image_size_rule(value: list) -> str | None:
-    if len(value) != 2:
-        return f"must be one number or [height, width] (got {value!r})"
+
+def parse_image_size(value: Any) -> Any:
+    """256 -> [256, 256]; "256x320" or "256,320" -> [height, width]; "auto" and lists stay (rules check them)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value, value]
+    if not isinstance(value, str) or value.strip().lower() == AUTO:
+        return value.strip().lower() if isinstance(value, str) else value
+    parts = value.lower().replace("x", ",").split(",")
+    try:
+        size = [int(v) for v in parts]
+    except ValueError:
+        return value
+    return size * 2 if len(size) == 1 else size
+
+
+def _image_size_rule(value: list | str) -> str | None:
+    if value == AUTO:
+        return None
+    if isinstance(value, str) or len(value) != 2:
+        return f"must be one number, [height, width], HxW or auto (got {value!r})"
     return next((f"sides {problem}" for problem in map(rules.image_side, value) if problem), None)
+
+
+def _integers(count: int, low: tuple[int, ...], meaning: str) -> rules.Rule:
+    """`count` integers, each >= its entry of `low`."""
+    def rule(value: list) -> str | None:
+        ok = len(value) == count and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        ok = ok and all(v >= lo for v, lo in zip(value, low))
+        return None if ok else f"must be {meaning} (got {value!r})"
+
+    return rule
 
 
 # The value rules of each field, shared with dfr.json where the manifest records the same value.
 RULES: dict[str, rules.Rule] = {
     "image_size": _image_size_rule,
+    "auto_max_pixels": rules.at_least(32 * 32, integer=True),
+    "resize": rules.one_of(*RESIZE_MODES),
+    "roi": _integers(4, (0, 0, 1, 1), "[x, y, width, height] in pixels, x and y >= 0, a positive size"),
+    "tile": _integers(2, (1, 1), "[height, width] in pixels"),
+    "tile_overlap": rules.at_least(0, integer=True),
     "pca_explained": rules.PCA_EXPLAINED,
     "pca_images": rules.COUNT,
     "latent_dim": rules.COUNT,
@@ -57,7 +91,12 @@ class TrainConfig:
     layers: list[str] | str | None = None  # None: the backbone's default; str: a preset (vgg19: paper16)
     backbone_weights: str = "imagenet"  # "imagenet", "random", or a local weights file
     vgg_mode: str = "faithful"  # vgg19 only: "faithful" (reference padding quirk) or "clean"
-    image_size: list[int] = field(default_factory=lambda: [256, 256])  # height, width
+    image_size: list[int] | str = field(default_factory=lambda: [256, 256])  # [height, width] or "auto"
+    auto_max_pixels: int = 256 * 256  # image_size auto: compute budget in model pixels (see geometry.py)
+    resize: str = "stretch"  # "stretch", "letterbox" (aspect kept, padded) or "crop" (centre, aspect kept)
+    roi: list[int] | None = None  # region of interest [x, y, width, height] in image pixels
+    tile: list[int] | None = None  # split images into overlapping [height, width] tiles (usually the image size)
+    tile_overlap: int = 32  # minimum overlap of neighbouring tiles in pixels
     # Latent size from PCA (or fixed with latent_dim)
     pca_explained: float = 0.9
     pca_images: int = 10
@@ -79,8 +118,7 @@ class TrainConfig:
     skip_bad_images: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.image_size, int) and not isinstance(self.image_size, bool):
-            self.image_size = [self.image_size, self.image_size]
+        self.image_size = parse_image_size(self.image_size)
         hints = typing.get_type_hints(type(self))
         problems = []
         for f in dataclasses.fields(self):
@@ -90,12 +128,23 @@ class TrainConfig:
                 problem = RULES[f.name](value)
             if problem:
                 problems.append(f"{f.name} {problem}")
+        if not problems and self.tile and self.tile_overlap >= min(self.tile):
+            problems.append(f"tile_overlap must be smaller than the tile {self.tile} (got {self.tile_overlap})")
+        if not problems and self.image_size == AUTO and self.tile:
+            problems.append("image_size auto picks a whole-image size; with tile give the model size")
         if problems:
             raise ValueError(f"invalid configuration: {'; '.join(problems)}")
 
     @property
     def height_width(self) -> tuple[int, int]:
+        if self.image_size == AUTO:
+            raise ValueError("image_size auto is resolved from the training images (dfr_edge.trainer)")
         return self.image_size[0], self.image_size[1]
+
+    def geometry(self, height: int, width: int) -> Geometry:
+        """The input geometry at a model size (the configured one, or the one `auto` picked)."""
+        tiling = Tiling(tuple(self.tile), self.tile_overlap) if self.tile else None
+        return Geometry(height, width, self.resize, tuple(self.roi) if self.roi else None, tiling)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -17,6 +17,7 @@ from dfr_edge.data.mvtec import load_test_arrays, open_dataset
 from dfr_edge.data.synthetic import SyntheticSpec, generate_dataset
 from dfr_edge.evaluate import evaluate, write_overlays
 from dfr_edge.export.pipeline import ExportOptions, export_bundle
+from dfr_edge.geometry import Geometry
 from dfr_edge.outputs import check_demo_target
 from dfr_edge.predict import predict_torch
 from dfr_edge.report import write_json
@@ -47,8 +48,8 @@ def run_demo(out: Path, spec: SyntheticSpec, config: TrainConfig, force: bool = 
         log.info("replacing the previous demo bundle %s", bundle_dir)
     save_bundle(result, bundle_dir, data, force=True)  # checked above
 
-    test = load_test_arrays(dataset, *config.height_width)
     bundle = load_bundle(bundle_dir)
+    test = load_test_arrays(dataset, Geometry.from_manifest(bundle.manifest))
     torch_eval = evaluate(lambda images: predict_torch(bundle.model, images), test)
     overlays = write_overlays(out / "overlays", test, torch_eval, result.normal_stats["pixel_median"],
                               result.thresholds.pixel)

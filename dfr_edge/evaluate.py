@@ -2,6 +2,12 @@
 
 A predictor maps uint8 N x H x W x 3 BGR images at the model size to (maps, scores); the torch
 bundle and every exported ONNX variant provide one, so their numbers are comparable. Torch-free.
+
+Metrics are computed at the model's sampling rate: each test image's ROI resampled by
+`Geometry.sample` (stretch: the model's H x W, as MVTec papers do; letterbox: the canvas without its
+padding; crop: the region scaled to cover H x W, pixels outside the crop left out; tiled: the ROI's
+own pixels), with its mask mapped the same way. The test images go through the same geometry code
+as the runtime (tiles, padding, stitching), so what is measured is what a camera gets.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dfr_edge.data.images import stack_if_same_size
 from dfr_edge.data.mvtec import TestArrays
+from dfr_edge.geometry import predict_frames
 from dfr_edge.metrics import Metrics, compute_metrics
 from dfr_edge.runtime.overlay import make_overlay
 
@@ -24,15 +32,17 @@ Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 @dataclass
 class Evaluation:
     metrics: Metrics
-    maps: np.ndarray
+    maps: np.ndarray | list[np.ndarray]  # one per test image, its (sampled) size; a list when sizes differ
     scores: np.ndarray
-    ms_per_image: float  # model time only, batched, on this machine
+    ms_per_image: float  # model and geometry time, batched, on this machine
+    valid: np.ndarray | list[np.ndarray] | None = None  # pixels the model saw, where not all of them
 
     def summary(self) -> dict:
         return {**self.metrics.to_dict(), "images": int(len(self.scores)), "ms_per_image": self.ms_per_image}
 
 
 def run_predictor(predict: Predictor, images: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray, float]:
+    """Raw model output over images already at the model size (backend checks; no geometry)."""
     maps, scores = [], []
     start = time.perf_counter()
     for i in range(0, len(images), batch_size):
@@ -44,8 +54,15 @@ def run_predictor(predict: Predictor, images: np.ndarray, batch_size: int = 8) -
 
 
 def evaluate(predict: Predictor, test: TestArrays, batch_size: int = 8) -> Evaluation:
-    maps, scores, ms = run_predictor(predict, test.images, batch_size)
-    return Evaluation(compute_metrics(maps, scores, test.masks), maps, scores, ms)
+    start = time.perf_counter()
+    regions = predict_frames(predict, test.images, test.geometry, batch_size)
+    ms = 1000.0 * (time.perf_counter() - start) / max(1, len(regions))
+    maps = stack_if_same_size([r.values for r in regions])
+    scores = np.array([r.score for r in regions], np.float32)
+    valid = None
+    if any(r.valid is not None for r in regions):
+        valid = stack_if_same_size([np.ones(r.values.shape, bool) if r.valid is None else r.valid for r in regions])
+    return Evaluation(compute_metrics(maps, scores, test.masks, valid), maps, scores, ms, valid)
 
 
 def sample_indices(defect_types: list[str], per_type: int = 3) -> list[int]:

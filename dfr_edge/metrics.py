@@ -1,7 +1,8 @@
 """Anomaly-detection metrics as MVTec AD papers report them.
 
 - image AUROC: label = the mask has any defect pixel, score = the image score (max of the map).
-- pixel AUROC: one ROC over every pixel of every test image, good images included.
+- pixel AUROC: one ROC over every pixel of every test image, good images included (pixels the input
+  geometry leaves out, such as those outside a centre crop, are not counted: `valid`).
 - PRO-AUC: per-region overlap averaged over all ground-truth regions (8-connected, pooled over
   images) against the false-positive rate over normal pixels, integrated up to FPR 0.3 exactly
   (interpolating at 0.3) and divided by 0.3 — MVTec's official convention, not the reference
@@ -14,6 +15,7 @@ weighted ROC curve, computed exactly at every distinct threshold by scikit-learn
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -21,6 +23,7 @@ from skimage.measure import label
 from sklearn.metrics import roc_auc_score, roc_curve
 
 PRO_FPR_LIMIT = 0.3
+Images = np.ndarray | Sequence[np.ndarray]  # N x H x W, or N arrays of their own sizes (geometry.py)
 
 
 @dataclass(frozen=True)
@@ -40,35 +43,42 @@ def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float:
-    masks = np.asarray(masks, bool)
-    if masks.all() or not masks.any():
+def pixel_auroc(maps: Images, masks: Images, valid: Images | None = None) -> float:
+    truth = _pixels(masks, valid).astype(bool)
+    if truth.all() or not truth.any():
         raise ValueError("pixel AUROC needs both normal and defect pixels")
-    return float(roc_auc_score(masks.ravel(), np.asarray(maps, np.float32).ravel()))
+    return float(roc_auc_score(truth, _pixels(maps, valid).astype(np.float32, copy=False)))
 
 
-def region_weights(masks: np.ndarray) -> np.ndarray:
-    """Per-pixel weight 1/|region| for defect pixels (8-connected regions per image), 0 elsewhere."""
-    weights = np.zeros(masks.shape, np.float64)
-    for i, mask in enumerate(np.asarray(masks, bool)):
-        regions = label(mask, connectivity=2)
-        sizes = np.bincount(regions.ravel())
-        inside = regions > 0
-        weights[i][inside] = 1.0 / sizes[regions[inside]]
+def region_weights(mask: np.ndarray) -> np.ndarray:
+    """Per-pixel weight 1/|region| for the defect pixels of one image (8-connected regions), 0 elsewhere."""
+    weights = np.zeros(mask.shape, np.float64)
+    regions = label(np.asarray(mask, bool), connectivity=2)
+    sizes = np.bincount(regions.ravel())
+    inside = regions > 0
+    weights[inside] = 1.0 / sizes[regions[inside]]
     return weights
 
 
-def pro_auc(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = PRO_FPR_LIMIT) -> float:
+def pro_auc(maps: Images, masks: Images, valid: Images | None = None, fpr_limit: float = PRO_FPR_LIMIT) -> float:
     """Normalised area under the PRO curve for FPR in [0, fpr_limit]."""
-    masks = np.asarray(masks, bool)
-    if not masks.any() or masks.all():
+    if valid is not None:  # defect regions are what the model could see of them
+        masks = [np.asarray(m, bool) & v for m, v in zip(masks, valid)]
+    is_defect = _pixels(masks, valid).astype(bool)
+    if not is_defect.any() or is_defect.all():
         raise ValueError("PRO needs both normal and defect pixels")
-    weights = region_weights(masks).ravel()
-    is_defect = masks.ravel()
+    weights = _pixels([region_weights(m) for m in masks], valid)
     sample_weight = np.where(is_defect, weights, 1.0)
-    fpr, pro, _ = roc_curve(is_defect, np.asarray(maps, np.float32).ravel(), sample_weight=sample_weight,
-                            drop_intermediate=False)
+    fpr, pro, _ = roc_curve(is_defect, _pixels(maps, valid).astype(np.float32, copy=False),
+                            sample_weight=sample_weight, drop_intermediate=False)
     return integrate_to(fpr, pro, fpr_limit) / fpr_limit
+
+
+def _pixels(images: Images, valid: Images | None) -> np.ndarray:
+    """The pixels of per-image arrays (any sizes) in one vector, only the valid ones if given."""
+    if valid is None:
+        return np.concatenate([np.asarray(a).ravel() for a in images])
+    return np.concatenate([np.asarray(a)[v] for a, v in zip(images, valid)])
 
 
 def integrate_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
@@ -82,10 +92,15 @@ def integrate_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
     return float(np.trapezoid(ys, xs))
 
 
-def compute_metrics(maps: np.ndarray, scores: np.ndarray, masks: np.ndarray) -> Metrics:
-    labels = np.asarray(masks, bool).reshape(len(masks), -1).any(axis=1)
+def compute_metrics(maps: Images, scores: np.ndarray, masks: Images, valid: Images | None = None) -> Metrics:
+    """Metrics over per-image maps and masks of any sizes; `valid` (bool per pixel) leaves pixels out.
+
+    An image is anomalous when its mask has a defect pixel where the model could see it.
+    """
+    seen = masks if valid is None else [np.asarray(m, bool) & v for m, v in zip(masks, valid)]
+    labels = np.array([np.asarray(m, bool).any() for m in seen])
     return Metrics(
         image_auroc=image_auroc(scores, labels),
-        pixel_auroc=pixel_auroc(maps, masks),
-        pro=pro_auc(maps, masks),
+        pixel_auroc=pixel_auroc(maps, masks, valid),
+        pro=pro_auc(maps, masks, valid),
     )

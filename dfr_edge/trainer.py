@@ -8,22 +8,26 @@ of optimizer steps matters far more than the number of passes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
 from dfr_edge.backbones import Backbone, build_backbone
 from dfr_edge.cae import CAE, latent_dim_by_pca
-from dfr_edge.config import TrainConfig
-from dfr_edge.data.images import load_images
+from dfr_edge.config import AUTO, TrainConfig
+from dfr_edge.data.images import read_images
 from dfr_edge.data.mvtec import Dataset
+from dfr_edge.geometry import ASPECT_WARN_RATIO, Geometry, aspect_spread, auto_image_size, model_inputs, predict_frames
 from dfr_edge.model import DFRModel, FeatureExtractor, check_image_size
 from dfr_edge.predict import predict_torch
 from dfr_edge.thresholds import Thresholds, normal_statistics, thresholds_from_normal
@@ -53,6 +57,8 @@ class TrainResult:
     train_paths: list[Path]
     val_paths: list[Path]
     skipped: list[tuple[Path, str]]
+    geometry: Geometry
+    auto_size: dict | None  # how image_size auto chose the model size, if it did
     history: list[EpochLog] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     feature_cache: str = "memory"
@@ -160,31 +166,38 @@ def train(config: TrainConfig, dataset: Dataset) -> TrainResult:
     """The whole training stage; returns the fused model with thresholds and a record of the run."""
     t_start = time.perf_counter()
     torch.manual_seed(config.seed)
-    height, width = config.height_width
+    geometry, auto_size = resolve_geometry(config, dataset.train)
+    height, width = geometry.size
     check_image_size(height, width)
+    config = dataclasses.replace(config, image_size=[height, width])  # the bundle records the size used
     train_paths, val_paths = split_train_val(dataset.train, config.val_fraction, config.seed)
     skip, remedy = config.skip_bad_images, "remove it or pass --skip-bad-images"
-    loaded = load_images(train_paths, height, width, skip_bad=skip, remedy=remedy)
-    loaded_val = load_images(val_paths, height, width, skip_bad=skip, remedy=remedy) if val_paths else None
+    # Frames at the model's sampling rate (ROI cut); the model inputs are their tiles/resized views.
+    loaded = read_images(train_paths, geometry.sample, skip_bad=skip, remedy=remedy)
+    loaded_val = read_images(val_paths, geometry.sample, skip_bad=skip, remedy=remedy) if val_paths else None
     skipped = loaded.skipped + (loaded_val.skipped if loaded_val else [])
     for path, reason in skipped:
         log.warning("skipped %s: %s", path, reason)
+    warn_mixed_aspects(loaded.sizes + (loaded_val.sizes if loaded_val else []), geometry)
+    sampled = geometry.sampled()
+    inputs = model_inputs(loaded.images, sampled)
+    val_inputs = model_inputs(loaded_val.images, sampled) if loaded_val else None
 
     backbone = build_backbone(config.backbone, config.layers, config.backbone_weights, config.vgg_mode)
     extractor = FeatureExtractor(backbone.module, backbone.mean, backbone.std, (height, width))
     grid = (height // 4, width // 4)
-    n_images = len(loaded.images) + (len(loaded_val.images) if loaded_val else 0)
-    cached = fits_in_cache(n_images, extractor.channels, grid, config.cache_max_gb)
-    log.info("backbone %s, C=%d, %d training images, feature cache: %s", backbone.name,
-             extractor.channels, len(loaded.images), "memory" if cached else "streamed")
+    n_inputs = len(inputs) + (len(val_inputs) if val_inputs is not None else 0)
+    cached = fits_in_cache(n_inputs, extractor.channels, grid, config.cache_max_gb)
+    log.info("backbone %s, C=%d, %d training images (%d model inputs), feature cache: %s", backbone.name,
+             extractor.channels, len(loaded.paths), len(inputs), "memory" if cached else "streamed")
 
     t0 = time.perf_counter()
-    rows = FeatureRows(extractor, loaded.images, cached, "extract train features")
-    val_rows = FeatureRows(extractor, loaded_val.images, cached, "extract val features") if loaded_val else None
+    rows = FeatureRows(extractor, inputs, cached, "extract train features")
+    val_rows = FeatureRows(extractor, val_inputs, cached, "extract val features") if loaded_val else None
     t_extract = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    latent = config.latent_dim or pca_latent_dim(extractor, rows, loaded.images, config)
+    latent = config.latent_dim or pca_latent_dim(extractor, rows, inputs, config)
     t_pca = time.perf_counter() - t0
     log.info("latent size d=%d (%s)", latent, "fixed" if config.latent_dim else f"PCA {config.pca_explained:.0%}")
 
@@ -197,7 +210,11 @@ def train(config: TrainConfig, dataset: Dataset) -> TrainResult:
     threshold_images = loaded_val.images if loaded_val else loaded.images
     if not loaded_val:
         log.warning("no held-out images: thresholds come from the training images and will be optimistic")
-    maps, scores = predict_torch(model, threshold_images)
+    # Thresholds on whole frames through the same geometry as evaluation and the runtime: stitched
+    # tiles, padding and pixels outside a crop left out.
+    regions = predict_frames(partial(predict_torch, model), threshold_images, sampled)
+    maps = np.concatenate([r.valid_values() for r in regions])
+    scores = np.array([r.score for r in regions], np.float32)
     thresholds = thresholds_from_normal(maps, scores, config.pixel_fpr, config.image_quantile)
     return TrainResult(
         model=model,
@@ -210,11 +227,50 @@ def train(config: TrainConfig, dataset: Dataset) -> TrainResult:
         train_paths=loaded.paths,
         val_paths=loaded_val.paths if loaded_val else [],
         skipped=skipped,
+        geometry=geometry,
+        auto_size=auto_size,
         history=history,
         timings={"extract_s": t_extract, "pca_s": t_pca, "train_s": t_train,
                  "total_s": time.perf_counter() - t_start},
         feature_cache="memory" if cached else "streamed",
     )
+
+
+def resolve_geometry(config: TrainConfig, paths: list[Path]) -> tuple[Geometry, dict | None]:
+    """The configured geometry; with image_size auto, its size picked from the images' sizes."""
+    if config.image_size != AUTO:
+        return config.geometry(*config.height_width), None
+    sizes = region_sizes(paths, config.roi)
+    height, width = auto_image_size(sizes, config.auto_max_pixels)
+    median = [int(np.median([s[i] for s in sizes])) for i in (0, 1)]
+    log.info("image size auto: %dx%d (h x w) for images of median size %dx%d within %d pixels",
+             height, width, *median, config.auto_max_pixels)
+    return config.geometry(height, width), {"median_size": median, "max_pixels": config.auto_max_pixels,
+                                            "chosen": [height, width]}
+
+
+def region_sizes(paths: list[Path], roi: list[int] | None) -> list[tuple[int, int]]:
+    """(h, w) of the part of each image the model sees, from file headers (no decoding)."""
+    if roi:
+        return [(roi[3], roi[2])]
+    sizes = []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                sizes.append((img.height, img.width))
+        except (OSError, ValueError):
+            continue  # the loader reports unreadable files (or skips them with skip_bad_images)
+    return sizes
+
+
+def warn_mixed_aspects(sizes: list[tuple[int, int]], geometry: Geometry) -> None:
+    if geometry.roi is not None or not sizes:
+        return
+    low, high = aspect_spread(sizes)
+    if high / low > ASPECT_WARN_RATIO:
+        log.warning("training images differ in aspect (width/height %.2f to %.2f): with resize %s they are "
+                    "seen at different scales or distortions; consider resize letterbox or crop, or one ROI",
+                    low, high, geometry.resize)
 
 
 def pca_latent_dim(extractor: FeatureExtractor, rows: FeatureRows, images: np.ndarray, config: TrainConfig) -> int:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from dfr_edge.data import mvtec
+from dfr_edge.geometry import Geometry
 
 
 def write(path: Path, img: np.ndarray) -> Path:
@@ -103,7 +104,7 @@ def test_missing_mask_names_image_and_expected_mask(mvtec_root):
 
 
 def test_load_test_arrays_resizes_and_labels(mvtec_root):
-    arrays = mvtec.load_test_arrays(mvtec.open_dataset(mvtec_root), 8, 10)
+    arrays = mvtec.load_test_arrays(mvtec.open_dataset(mvtec_root), Geometry(8, 10))
     assert arrays.images.shape == (3, 8, 10, 3) and arrays.images.dtype == np.uint8
     assert arrays.masks.shape == (3, 8, 10) and arrays.masks.dtype == bool
     np.testing.assert_array_equal(arrays.labels, [False, True, True])
@@ -118,7 +119,7 @@ def test_load_test_arrays_resizes_and_labels(mvtec_root):
 def test_mask_size_mismatch_names_both_files(mvtec_root):
     mask = write(mvtec_root / "ground_truth" / "scratch" / "001_mask.png", defect_mask(8, 10))
     with pytest.raises(ValueError, match="10x8") as info:
-        mvtec.load_test_arrays(mvtec.open_dataset(mvtec_root), 8, 10)
+        mvtec.load_test_arrays(mvtec.open_dataset(mvtec_root), Geometry(8, 10))
     assert str(mask) in str(info.value)
     assert str(mvtec_root / "test" / "scratch" / "001.png") in str(info.value)
 
@@ -126,4 +127,4 @@ def test_mask_size_mismatch_names_both_files(mvtec_root):
 def test_load_test_arrays_requires_a_test_set(tmp_path):
     write(tmp_path / "000.png", image())
     with pytest.raises(ValueError, match="has no test set"):
-        mvtec.load_test_arrays(mvtec.open_dataset(tmp_path), 8, 8)
+        mvtec.load_test_arrays(mvtec.open_dataset(tmp_path), Geometry(8, 8))

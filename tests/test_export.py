@@ -36,6 +36,7 @@ from dfr_edge.export.pipeline import (
     export_bundle,
 )
 from dfr_edge.export.trt_lint import lint_for_tensorrt
+from dfr_edge.geometry import Geometry, Tiling
 from dfr_edge.predict import predict_torch
 from dfr_edge.runtime import load_detector
 from dfr_edge.runtime.onnxrt import EXPORT_INFO_KEY
@@ -304,27 +305,29 @@ def test_calibration_is_recorded(exported, tiny_data):
 def test_calibration_set_is_seeded(tiny_data):
     train = open_dataset(tiny_data).train
     assert len(train) >= 8
-    a = calibration_set(train, 5, 0, 32, 32)
-    b = calibration_set(list(train), 5, 0, 32, 32)
-    c = calibration_set(train, 5, 1, 32, 32)
+    a = calibration_set(train, 5, 0, Geometry(32, 32))
+    b = calibration_set(list(train), 5, 0, Geometry(32, 32))
+    c = calibration_set(train, 5, 1, Geometry(32, 32))
     assert a.paths == b.paths and a.digest == b.digest
     assert len(a.paths) == 5 and a.images.shape == (5, 32, 32, 3) and a.images.dtype == np.uint8
     assert a.paths == sorted(a.paths) and set(a.paths) <= set(train)
     assert c.paths != a.paths and c.digest != a.digest
     assert a.record("entropy") == {"method": "entropy", "count": 5, "seed": 0, "files_sha256": a.digest,
                                    "files": [p.name for p in a.paths]}
-    assert len(calibration_set(train, 1000, 0, 32, 32).paths) == len(train)
+    assert len(calibration_set(train, 1000, 0, Geometry(32, 32)).paths) == len(train)
+    tiled = calibration_set(train, 2, 0, Geometry(32, 32, tiling=Tiling((64, 64), 0)))  # 128 px: 2 x 2 tiles
+    assert len(tiled.paths) == 2 and tiled.images.shape == (8, 32, 32, 3)  # calibrated on what the runtime feeds
 
 
 def test_calibration_refuses_no_images():
     with pytest.raises(ValueError, match="real normal images"):
-        calibration_set([], 10, 0, 32, 32)
+        calibration_set([], 10, 0, Geometry(32, 32))
 
 
 def test_calibration_warns_on_few_images(tiny_data, caplog):
     train = open_dataset(tiny_data).train
     with caplog.at_level(logging.WARNING, logger="dfr_edge.export.int8"):
-        calibration_set(train, 3, 0, 32, 32)
+        calibration_set(train, 3, 0, Geometry(32, 32))
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "dfr_edge.export.int8"]
     assert len(warnings) == 1 and "only 3 images" in warnings[0].getMessage()
 

@@ -14,12 +14,13 @@ from dfr_edge.outputs import OutputRefusedError
 from dfr_edge.data.images import ImageReadError, load_images
 from dfr_edge.data.mvtec import load_test_arrays, open_dataset
 from dfr_edge.evaluate import evaluate
+from dfr_edge.geometry import Geometry
 from dfr_edge.predict import predict_torch
 from dfr_edge.trainer import split_train_val, train
 
 
 def metrics_of(model, data):
-    test = load_test_arrays(open_dataset(data), 64, 64)
+    test = load_test_arrays(open_dataset(data), Geometry(64, 64))
     return evaluate(lambda images: predict_torch(model, images), test).metrics
 
 
@@ -107,7 +108,7 @@ def test_vgg19_paper_configuration_trains_and_scores_end_to_end(tiny_data):
     config = tiny_config(backbone="vgg19", backbone_weights="random", steps=3, pca_images=2)
     result = train(config, open_dataset(tiny_data))
     assert result.channels == 3456 and result.backbone.layers[0] == "relu1_1"
-    images = load_test_arrays(open_dataset(tiny_data), 64, 64).images[:2]
+    images = load_test_arrays(open_dataset(tiny_data), Geometry(64, 64)).images[:2]
     maps, scores = predict_torch(result.model, images)
     assert maps.shape == (2, 64, 64) and np.isfinite(maps).all()
     np.testing.assert_allclose(scores, maps.reshape(2, -1).max(1), rtol=1e-6)

@@ -59,13 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     from dfr_edge import manifest as manifest_io
     from dfr_edge.data.mvtec import load_test_arrays, open_dataset, require_test_set
     from dfr_edge.evaluate import evaluate, write_overlays
+    from dfr_edge.geometry import Geometry
     from dfr_edge.outputs import writing
 
     dataset = open_dataset(args.data)
     require_test_set(dataset)
     predict, meta, description = load_predictor(args.model, args.provider, args.threads)
     record = args.model.is_dir() and can_record_metrics(args.model / manifest_io.MANIFEST_NAME)
-    test = load_test_arrays(dataset, meta["input"]["height"], meta["input"]["width"])
+    test = load_test_arrays(dataset, Geometry.from_manifest(meta))
     result = evaluate(predict, test, args.batch_size)
     summary = {"model": str(args.model), "runs_as": description, "data": str(args.data), **result.summary()}
     m = result.metrics

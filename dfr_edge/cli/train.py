@@ -19,7 +19,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", help="comma-separated layer names, or a preset (vgg19: paper12, paper16)")
     p.add_argument("--backbone-weights", help="'imagenet' (default), 'random', or a local weights file")
     p.add_argument("--vgg-mode", choices=["faithful", "clean"], help="vgg19 padding: reference quirk or clean")
-    p.add_argument("--image-size", type=int, help="square image side in pixels (multiple of 32)")
+    p.add_argument("--image-size", help="model size: a side (256), HxW or H,W (multiples of 32, e.g. 384x160), "
+                                        "or auto (from the training images' size and aspect)")
     p.add_argument("--steps", type=int, help="CAE optimizer steps (default 6000, whatever the data size)")
     p.add_argument("--epochs", type=int, help="train for N full passes over all feature positions instead")
     p.add_argument("--sigma", type=float, help="Gaussian smoothing of the anomaly map in pixels (0 = off)")

@@ -6,8 +6,9 @@ uint8 HxWx3 in OpenCV's BGR channel order, whatever the file held.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -106,16 +107,25 @@ def list_images(folder: Path | str) -> list[Path]:
 class LoadedImages:
     """A batch of images plus which files made it in and why the others did not."""
 
-    images: np.ndarray  # (N, H, W, 3) uint8 BGR
+    images: np.ndarray | list[np.ndarray]  # (N, H, W, 3) uint8 BGR; a list when the sizes differ
     paths: list[Path]
     skipped: list[tuple[Path, str]]  # (file, reason)
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # each file's own (height, width)
 
 
 def load_images(
     paths: Iterable[Path | str], height: int, width: int, *, skip_bad: bool = False, remedy: str = IMAGE_REMEDY
 ) -> LoadedImages:
     """Read and resize images into one array; with `skip_bad`, unreadable files are reported, not fatal."""
-    images, loaded, skipped = [], [], []
+    return read_images(paths, partial(resize_image, height=height, width=width), skip_bad=skip_bad, remedy=remedy)
+
+
+def read_images(
+    paths: Iterable[Path | str], prepare: Callable[[np.ndarray], np.ndarray], *, skip_bad: bool = False,
+    remedy: str = IMAGE_REMEDY,
+) -> LoadedImages:
+    """Read images and `prepare` each (e.g. resize); one array if they end up the same size, else a list."""
+    images, loaded, skipped, sizes = [], [], [], []
     for path in map(Path, paths):
         try:
             img = read_image(path, remedy)
@@ -124,9 +134,18 @@ def load_images(
                 raise
             skipped.append((path, err.reason))
             continue
-        images.append(resize_image(img, height, width))
+        try:
+            images.append(prepare(img))
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
         loaded.append(path)
+        sizes.append(img.shape[:2])
     if not images:
         reasons = "; ".join(f"{p}: {reason}" for p, reason in skipped) or "no paths were given"
         raise ValueError(f"no image could be loaded ({reasons})")
-    return LoadedImages(np.stack(images), loaded, skipped)
+    return LoadedImages(stack_if_same_size(images), loaded, skipped, sizes)
+
+
+def stack_if_same_size(arrays: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    """One N x ... array when all arrays have one shape (the usual case), else the list as it is."""
+    return np.stack(arrays) if len({a.shape for a in arrays}) == 1 else arrays

@@ -11,14 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dfr_edge.data.images import (
-    IMAGE_EXTENSIONS,
-    list_images,
-    read_image,
-    read_mask,
-    resize_image,
-    resize_mask,
-)
+from dfr_edge.data.images import IMAGE_EXTENSIONS, list_images, read_image, read_mask, stack_if_same_size
+from dfr_edge.geometry import Geometry
 
 GOOD = "good"
 
@@ -105,26 +99,30 @@ def require_test_set(dataset: Dataset) -> None:
 
 @dataclass
 class TestArrays:
-    """The whole test split in memory at model resolution, ready for image- and pixel-level metrics."""
+    """The whole test split in memory at the model's sampling rate, ready for image- and pixel-level metrics.
+
+    Images and masks are the frames' ROI resampled by `Geometry.sample` (stretch: the model size);
+    `geometry` turns them into model inputs and their maps back (see dfr_edge/geometry.py).
+    """
 
     __test__ = False  # the name starts with "Test"; keep pytest from collecting it
 
-    images: np.ndarray  # (N, H, W, 3) uint8 BGR
-    masks: np.ndarray  # (N, H, W) bool, all False for good images
+    images: np.ndarray | list[np.ndarray]  # (N, h, w, 3) uint8 BGR; a list when sizes differ
+    masks: np.ndarray | list[np.ndarray]  # (N, h, w) bool, all False for good images
     labels: np.ndarray  # (N,) bool, True = anomalous
     paths: list[Path]
     defect_types: list[str]
+    geometry: Geometry  # applies to `images` (ROI already cut)
 
 
-def load_test_arrays(dataset: Dataset, height: int, width: int) -> TestArrays:
-    """Load every test image and mask resized to (height, width); masks must match their image's size."""
+def load_test_arrays(dataset: Dataset, geometry: Geometry) -> TestArrays:
+    """Load every test image and mask through `geometry.sample`; masks must match their image's size."""
     require_test_set(dataset)
-    n = len(dataset.test)
-    images = np.empty((n, height, width, 3), np.uint8)
-    masks = np.zeros((n, height, width), bool)
-    for i, sample in enumerate(dataset.test):
+    images, masks = [], []
+    for sample in dataset.test:
         img = read_image(sample.path)
-        images[i] = resize_image(img, height, width)
+        images.append(geometry.sample(img))
+        mask = np.zeros(img.shape[:2], bool)
         if sample.mask_path is not None:
             mask = read_mask(sample.mask_path)
             if mask.shape != img.shape[:2]:
@@ -132,11 +130,12 @@ def load_test_arrays(dataset: Dataset, height: int, width: int) -> TestArrays:
                     f"mask {sample.mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {sample.path} "
                     f"is {img.shape[1]}x{img.shape[0]}; a ground-truth mask must have its image's size"
                 )
-            masks[i] = resize_mask(mask, height, width)
+        masks.append(geometry.sample_mask(mask))
     return TestArrays(
-        images=images,
-        masks=masks,
+        images=stack_if_same_size(images),
+        masks=stack_if_same_size(masks),
         labels=np.array([s.is_anomalous for s in dataset.test], bool),
         paths=[s.path for s in dataset.test],
         defect_types=[s.defect_type for s in dataset.test],
+        geometry=geometry.sampled(),
     )

@@ -31,9 +31,10 @@ from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import save_tensors_data
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from dfr_edge.data.images import load_images
+from dfr_edge.data.images import read_images
 from dfr_edge.digest import files_digest
 from dfr_edge.export.calibration import CALIB_METHODS, ActivationStats, collect_activations
+from dfr_edge.geometry import Geometry, model_inputs
 
 log = logging.getLogger(__name__)
 HEAD_PREFIX = "/head/"
@@ -80,7 +81,7 @@ FLAVOURS = {f.name: f for f in (TENSORRT_FLAVOUR, CPU_FLAVOUR)}
 
 @dataclass
 class CalibrationSet:
-    images: np.ndarray  # uint8 N x H x W x 3 BGR at the model size
+    images: np.ndarray  # uint8 N x H x W x 3 BGR model inputs, through the bundle's geometry (tiles count)
     paths: list[Path]
     seed: int
     digest: str
@@ -90,8 +91,9 @@ class CalibrationSet:
                 "files": [p.name for p in self.paths]}
 
 
-def calibration_set(candidates: list[Path], count: int, seed: int, height: int, width: int) -> CalibrationSet:
-    """A seeded sample of real normal images; refuses to calibrate on nothing (never random data)."""
+def calibration_set(candidates: list[Path], count: int, seed: int, geometry: Geometry) -> CalibrationSet:
+    """A seeded sample of real normal images, seen as the runtime sees them (ROI, resize mode, tiles);
+    refuses to calibrate on nothing (never random data)."""
     if not candidates:
         raise ValueError("INT8 calibration needs real normal images, and none were found; pass --calib DIR")
     if count < 1:
@@ -102,8 +104,9 @@ def calibration_set(candidates: list[Path], count: int, seed: int, height: int, 
     if len(picked) < FEW_CALIBRATION_IMAGES:
         log.warning("calibrating INT8 on only %d images: scales may not cover the production range "
                     "(a few hundred normal images are recommended)", len(picked))
-    loaded = load_images(picked, height, width)
-    return CalibrationSet(loaded.images, loaded.paths, seed, files_digest(loaded.paths))
+    loaded = read_images(picked, geometry.sample)
+    return CalibrationSet(model_inputs(loaded.images, geometry.sampled()), loaded.paths, seed,
+                          files_digest(loaded.paths))
 
 
 def float_nodes(model: onnx.ModelProto, prefixes: tuple[str, ...] = FLOAT_PREFIXES) -> list[str]:

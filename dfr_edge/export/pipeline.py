@@ -21,7 +21,7 @@ import onnxruntime as ort
 from dfr_edge import __version__
 from dfr_edge.atomic import atomic_path
 from dfr_edge.bundle import Bundle
-from dfr_edge.data.images import load_images
+from dfr_edge.data.images import load_images, read_images
 from dfr_edge.data.mvtec import TestArrays, load_test_arrays, open_dataset, require_test_set
 from dfr_edge.evaluate import evaluate
 from dfr_edge.digest import files_digest
@@ -31,6 +31,7 @@ from dfr_edge.export.fp16 import to_fp16_onnx
 from dfr_edge.export.int8 import FLAVOURS, CalibrationSet, Int8Flavour, calibration_set, int8_source
 from dfr_edge.export.onnx_fp32 import INPUT, OPSET, OUTPUTS, Parity, compare, to_onnx
 from dfr_edge.export.sensitivity import MixedInt8, mixed_int8
+from dfr_edge.geometry import Geometry, model_inputs
 from dfr_edge.predict import predict_torch
 from dfr_edge.runtime import load_detector
 from dfr_edge.trainer import split_train_val
@@ -215,7 +216,7 @@ def int8_images(bundle: Bundle, options: ExportOptions) -> tuple[CalibrationSet,
     against dfr.json training.val_hash); failing that, a seeded sample of the calibration candidates.
     """
     meta = bundle.manifest
-    height, width = meta["input"]["height"], meta["input"]["width"]
+    geometry = Geometry.from_manifest(meta)
     candidates = _calibration_candidates(bundle, options)
     training, config = training_images(bundle), meta.get("config", {})
     val = split_train_val(training, config.get("val_fraction", 0.0), config.get("seed", 0))[1] if training else []
@@ -232,9 +233,9 @@ def int8_images(bundle: Bundle, options: ExportOptions) -> tuple[CalibrationSet,
                          "pass --calib DIR with more normal images")
     held_set = set(held)
     calib = calibration_set([p for p in candidates if p not in held_set], options.calib_count, options.calib_seed,
-                            height, width)
-    loaded = load_images(held, height, width, skip_bad=True)
-    return calib, HeldOut(loaded.images, loaded.paths, source)
+                            geometry)
+    loaded = read_images(held, geometry.sample, skip_bad=True)  # seen as the runtime sees them
+    return calib, HeldOut(model_inputs(loaded.images, geometry.sampled()), loaded.paths, source)
 
 
 def _quantize_flavours(fp32: onnx.ModelProto, flavours: list[Int8Flavour], calib: CalibrationSet, held_out: HeldOut,
@@ -290,7 +291,7 @@ def _eval_set(bundle: Bundle, options: ExportOptions) -> TestArrays | None:
         return None
     dataset = open_dataset(options.eval_data)
     require_test_set(dataset)
-    return load_test_arrays(dataset, bundle.manifest["input"]["height"], bundle.manifest["input"]["width"])
+    return load_test_arrays(dataset, Geometry.from_manifest(bundle.manifest))
 
 
 def _write(variant: str, model: onnx.ModelProto, path: Path, meta: dict, parity: Parity, record: dict,

@@ -1,7 +1,10 @@
-"""Frames in, decisions out: resize to the model, infer, threshold, find defect regions.
+"""Frames in, decisions out: frame to model inputs (dfr_edge/geometry.py), infer, back to frame
+pixels, threshold, find defect regions.
 
-Thresholds come from the artefact's dfr.json (chosen on normal data at training time) and can be
-overridden at run time, because the right operating point is a production decision.
+The input geometry (model size, resize mode, ROI, tiles) comes from the artefact's dfr.json, so the
+runtime sees a frame exactly as training and evaluation did. Thresholds come from dfr.json too
+(chosen on normal data at training time) and can be overridden at run time, because the right
+operating point is a production decision.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from dfr_edge.data.images import resize_image
+from dfr_edge.geometry import Geometry, RegionMap
 from dfr_edge.runtime.backend import Backend
 from dfr_edge.runtime.overlay import make_overlay
 from dfr_edge.runtime.regions import Box, defect_boxes
@@ -61,6 +64,7 @@ class Detector:
     def __init__(self, backend: Backend, pixel_threshold: float | None = None,
                  image_threshold: float | None = None, min_region_area: int = 1):
         self.backend = backend
+        self.geometry = Geometry.from_section(backend.manifest.get("geometry"), backend.height, backend.width)
         thresholds = backend.manifest["thresholds"]
         self.pixel_threshold = finite_threshold(
             "pixel threshold", thresholds["pixel"] if pixel_threshold is None else pixel_threshold)
@@ -97,25 +101,25 @@ class Detector:
         frames = [as_bgr(f, i) for i, f in enumerate(frames)]
         detections = []
         for start in self._chunks(len(frames)):  # bounded memory: one chunk resized and in flight at a time
-            chunk = frames[start : start + self.backend.max_batch]
             began = time.perf_counter()
-            batch = np.stack([resize_image(f, *self.size) for f in chunk])
+            batch = self.geometry.to_inputs(frames[start : start + self.backend.max_batch])  # ROI, mode, tiles
             resized = time.perf_counter()
-            maps, scores = self.backend.infer(batch)
+            maps, scores = self.infer(batch.inputs)  # a frame's tiles run in chunks of max_batch too
             inferred = time.perf_counter()
-            detections.extend(self._decide(f, amap, float(score)) for f, amap, score in zip(chunk, maps, scores))
+            detections.extend(self._decide(r) for r in batch.to_frames(maps, scores, fill=self.normal_level))
             if timings is not None:
                 for stage, seconds in (("resize", resized - began), ("infer", inferred - resized),
                                        ("postprocess", time.perf_counter() - inferred)):
                     timings[stage] = timings.get(stage, 0.0) + seconds
         return detections
 
-    def _decide(self, frame: np.ndarray, amap: np.ndarray, score: float) -> Detection:
-        if amap.shape != frame.shape[:2]:
-            amap = cv2.resize(amap, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
-        mask = amap > self.pixel_threshold
-        return Detection(score, score > self.image_threshold, amap, mask,
-                         defect_boxes(mask, amap, self.min_region_area))
+    def _decide(self, region: RegionMap) -> Detection:
+        """Outside the ROI (or a crop) the map sits at the normal level and nothing is flagged."""
+        mask = region.values > self.pixel_threshold
+        if region.valid is not None:
+            mask &= region.valid
+        return Detection(region.score, region.score > self.image_threshold, region.values, mask,
+                         defect_boxes(mask, region.values, self.min_region_area))
 
     def overlay(self, frame: np.ndarray, detection: Detection) -> np.ndarray:
         return make_overlay(as_bgr(frame), detection.anomaly_map, detection.mask, self.normal_level,
