@@ -68,6 +68,15 @@ def read_image(path: Path | str, remedy: str = IMAGE_REMEDY) -> np.ndarray:
     raise ImageReadError(path, f"unsupported channel count {channels}", remedy)
 
 
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Encode in memory and write the bytes: unlike cv2.imwrite this works with non-ASCII paths."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"cannot encode {path} as PNG")
+    encoded.tofile(path)
+
+
 def read_mask(path: Path | str) -> np.ndarray:
     """Read a ground-truth mask as bool HxW; any non-zero pixel in any channel marks a defect."""
     path = Path(path)

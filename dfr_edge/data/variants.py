@@ -13,10 +13,9 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from dfr_edge.data.images import read_image
+from dfr_edge.data.images import read_image, write_png
 from dfr_edge.data.mvtec import open_dataset
 
 VARIANT_FILE = "variant.json"
@@ -53,7 +52,7 @@ def write_low_contrast(source: Path | str, out: Path | str, variant: LowContrast
         raise FileExistsError(f"{out} is not empty and is not this variant of {source}; choose another folder")
     images = dataset.train + [sample.path for sample in dataset.test]
     for path in images:
-        _write_png(out / path.relative_to(source).with_suffix(".png"), variant.apply(read_image(path)))
+        write_png(out / path.relative_to(source).with_suffix(".png"), variant.apply(read_image(path)))
     for sample in dataset.test:
         if sample.mask_path is not None:
             target = out / sample.mask_path.relative_to(source)
@@ -61,12 +60,4 @@ def write_low_contrast(source: Path | str, out: Path | str, variant: LowContrast
             shutil.copyfile(sample.mask_path, target)
     (out / VARIANT_FILE).write_text(stamp)  # written last: marks the copy as complete
     return out
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"cannot encode {path} as PNG")
-    encoded.tofile(path)
 
