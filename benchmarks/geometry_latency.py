@@ -122,7 +122,7 @@ def main() -> None:
 
     medians = side_by_side({"untiled": detect_with(untiled), "tiled": detect_with(tiled)}, timer,
                            max(3, args.frames // 6))
-    (one, one_host), (frame_ms, frame_host) = medians["untiled"], medians["tiled"]
+    (one, _), (frame_ms, frame_host) = medians["untiled"], medians["tiled"]
     tiling = {"frame": list(CAMERA), "tile": [height, width], "overlap": OVERLAP, "tiles": tiles,
               "frame_ms": round(frame_ms, 1), "per_tile_ms": round(frame_ms / tiles, 2),
               "host_per_tile_ms": round(frame_host / tiles, 3), "untiled_frame_ms": round(one, 2),
