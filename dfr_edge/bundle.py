@@ -76,7 +76,7 @@ def build_manifest(result: TrainResult, data_root: Path) -> dict:
         "features": {"channels": result.channels, "grid": [height // 4, width // 4], "pool": 4},
         "cae": {"latent_dim": result.latent_dim, "pca_explained": config.pca_explained,
                 "pca_images": config.pca_images, "fixed": config.latent_dim is not None},
-        "head": {"sigma": config.sigma},
+        "head": {"sigma": config.sigma, "score": config.score},
         "training": {
             "data": str(Path(data_root).resolve()),
             "count": len(result.train_paths),
@@ -138,7 +138,10 @@ def model_from_manifest(meta: dict, backbone_state: dict, cae_state: dict, bundl
                                      f"the backbone it describes gives {extractor.channels} channels")
     cae = CAE(extractor.channels, meta["cae"]["latent_dim"])
     _load_weights(cae, cae_state, bundle / CAE_FILE, manifest_path, "features.channels, cae.latent_dim")
-    return DFRModel(extractor, cae, meta["head"]["sigma"]).eval()
+    try:  # bundles from before the score rule existed scored by the max
+        return DFRModel(extractor, cae, meta["head"]["sigma"], meta["head"].get("score", "max")).eval()
+    except ValueError as exc:
+        raise manifest.ManifestError(manifest_path, f"head.score: {exc}") from None
 
 
 def _load_weights(module: torch.nn.Module, state: dict, weights: Path, manifest_path: Path, fields: str) -> None:

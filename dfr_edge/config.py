@@ -19,6 +19,7 @@ from dfr_edge import rules
 from dfr_edge.errors import UnusableFileError
 from dfr_edge.geometry import RESIZE_MODES, Geometry, Tiling
 from dfr_edge.rules import kind_problem
+from dfr_edge.score_rule import ScoreRule, score_problem
 
 AUTO = "auto"
 
@@ -75,6 +76,7 @@ RULES: dict[str, rules.Rule] = {
     "sigma": rules.SIGMA,
     "pixel_fpr": rules.PIXEL_FPR,
     "image_quantile": rules.IMAGE_QUANTILE,
+    "score": score_problem,
 }
 
 
@@ -112,6 +114,7 @@ class TrainConfig:
     seed: int = 0
     # Scoring and thresholds
     sigma: float = 2.0  # Gaussian smoothing of the anomaly map in pixels (0 = off)
+    score: str = "max"  # image score from the map: "max", "topk:K" (mean of the K largest) or "quantile:Q"
     pixel_fpr: float = 0.005  # fraction of normal pixels flagged at the pixel threshold
     image_quantile: float = 0.99  # quantile of normal image scores used as image threshold
     # Data
@@ -134,6 +137,7 @@ class TrainConfig:
             problems.append("image_size auto picks a whole-image size; with tile give the model size")
         if problems:
             raise ValueError(f"invalid configuration: {'; '.join(problems)}")
+        self.score = str(ScoreRule.parse(self.score))  # one spelling of each rule in config.yaml and dfr.json
 
     @property
     def height_width(self) -> tuple[int, int]:

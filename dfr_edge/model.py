@@ -14,6 +14,7 @@ from torch import nn
 from dfr_edge import rules
 from dfr_edge.cae import CAE
 from dfr_edge.features import POOL, RegionalFeatures
+from dfr_edge.score_rule import TRT_TOPK_LIMIT, ScoreRule
 
 
 class Preprocess(nn.Module):
@@ -62,9 +63,9 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
 
 
 class AnomalyHead(nn.Module):
-    """Squared reconstruction error, channel mean, bilinear upsample, optional blur, max score."""
+    """Squared reconstruction error, channel mean, bilinear upsample, optional blur, image score by `score`."""
 
-    def __init__(self, image_size: tuple[int, int], channels: int, sigma: float = 0.0):
+    def __init__(self, image_size: tuple[int, int], channels: int, sigma: float = 0.0, score: str = "max"):
         super().__init__()
         # Channel mean as a 1x1 convolution with weights 1/C: the same sum, but a GEMM that every
         # engine runs fast, where a reduction over the channel axis is strided and slow on CPUs.
@@ -74,6 +75,13 @@ class AnomalyHead(nn.Module):
         kernel = gaussian_kernel(sigma) if sigma > 0 else torch.ones(1)
         self.register_buffer("kernel", kernel, persistent=False)
         self.radius = (kernel.numel() - 1) // 2
+        self.score_rule = ScoreRule.parse(score)
+        pixels = self.image_size[0] * self.image_size[1]
+        self.top_count = self.score_rule.top_count(pixels)
+        if not 1 <= self.top_count <= min(pixels, TRT_TOPK_LIMIT):
+            raise ValueError(f"image score {self.score_rule} reads the top {self.top_count} of {pixels} map values; "
+                             f"at most {min(pixels, TRT_TOPK_LIMIT)} (TensorRT's TopK limit): choose a smaller K "
+                             "or a higher quantile")
 
     def blur(self, x: torch.Tensor) -> torch.Tensor:
         r, k = self.radius, self.kernel
@@ -88,17 +96,24 @@ class AnomalyHead(nn.Module):
         if self.sigma > 0:
             amap = self.blur(amap)
         amap = amap[:, 0]
-        return amap, amap.amax(dim=(1, 2))
+        return amap, self.image_score(amap)
+
+    def image_score(self, amap: torch.Tensor) -> torch.Tensor:
+        """N x H x W map → N scores. TopK (sorted, K <= 3840) and a mean: ops TensorRT builds as they are."""
+        if self.score_rule.rule == "max":
+            return amap.amax(dim=(1, 2))
+        top = torch.topk(amap.flatten(1), self.top_count, dim=1, sorted=True).values
+        return top.mean(dim=1) if self.score_rule.rule == "topk" else top[:, -1]
 
 
 class DFRModel(nn.Module):
     """Extractor + CAE + head; `forward(uint8 BGR batch) -> (anomaly_map N x H x W, score N)`."""
 
-    def __init__(self, extractor: FeatureExtractor, cae: CAE, sigma: float = 0.0):
+    def __init__(self, extractor: FeatureExtractor, cae: CAE, sigma: float = 0.0, score: str = "max"):
         super().__init__()
         self.extractor = extractor
         self.cae = cae
-        self.head = AnomalyHead(extractor.image_size, extractor.channels, sigma)
+        self.head = AnomalyHead(extractor.image_size, extractor.channels, sigma, score)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.extractor(images)

@@ -206,7 +206,7 @@ def train(config: TrainConfig, dataset: Dataset) -> TrainResult:
     history = train_cae(cae, rows, val_rows, config)
     t_train = time.perf_counter() - t0
 
-    model = DFRModel(extractor, cae.eval(), config.sigma).eval()
+    model = DFRModel(extractor, cae.eval(), config.sigma, config.score).eval()
     threshold_images = loaded_val.images if loaded_val else loaded.images
     if not loaded_val:
         log.warning("no held-out images: thresholds come from the training images and will be optimistic")
