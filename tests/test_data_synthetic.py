@@ -116,4 +116,59 @@ def test_invalid_spec_is_rejected(change, message):
 
 def test_unknown_defect_type_is_rejected():
     with pytest.raises(ValueError, match="unknown defect type"):
-        add_defect(np.zeros((64, 64, 3), np.uint8), "crack", np.random.default_rng(0))
+        add_defect(np.zeros((64, 64, 3), np.uint8), "rust", np.random.default_rng(0))
+
+
+# ----------------------------------------------------------------------------------------------
+# Hard sets and the drawers dfr-tune pastes
+
+
+SMALL_HARD = {name: synthetic.HardSetSpec(name=name, n_train=2, n_test_good=1, n_test_per_defect=2, seed=3)
+              for name in synthetic.HARD_SETS}
+
+
+@pytest.mark.parametrize("name", list(synthetic.HARD_SETS))
+def test_hard_set_is_byte_reproducible_and_readable_as_mvtec(tmp_path, name):
+    first = synthetic.generate_hard_set(tmp_path / "a", SMALL_HARD[name])
+    second = synthetic.generate_hard_set(tmp_path / "b", SMALL_HARD[name])
+    assert files(first) == files(second)
+    dataset = open_dataset(first)
+    kinds = {s.defect_type for s in dataset.test}
+    assert kinds == {"good", *synthetic.HARD_SETS[name].defect_types}
+    for sample in dataset.test:
+        if sample.is_anomalous:
+            assert read_mask(sample.mask_path).shape == read_image(sample.path).shape[:2]
+
+
+def test_hard_set_shapes_follow_the_failures_they_model(tmp_path):
+    strip = open_dataset(synthetic.generate_hard_set(tmp_path, SMALL_HARD["strip_cracks"]))
+    assert read_image(strip.train[0]).shape == (320, 128, 3)  # tall: H x W
+    rubber = read_image(open_dataset(synthetic.generate_hard_set(tmp_path, SMALL_HARD["dark_rubber"])).train[0])
+    assert rubber.shape == (192, 256, 3) and rubber.mean() < 60
+    rng = np.random.default_rng(0)
+    sides = {synthetic.grey_crop_surface(rng).shape[0] for _ in range(6)}
+    assert len(sides) == 6 and min(sides) >= 100 and max(sides) <= 265
+
+
+def test_unknown_hard_set_is_refused():
+    with pytest.raises(ValueError, match="strip_cracks"):
+        synthetic.HardSetSpec(name="marble")
+
+
+@pytest.mark.parametrize("defect_type", ["crack", "pit", "perlin_stain", "cutpaste", "scratch"])
+def test_pasted_defect_mask_covers_the_pixels_it_changed(defect_type):
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        clean = synthetic.grey_crop_surface(rng)
+        image, mask = add_defect(clean, defect_type, rng)
+        change = np.abs(image.astype(np.float32) - clean).max(axis=2)
+        assert defect_contrast(image, clean, mask) >= synthetic.MIN_DEFECT_CONTRAST
+        strong = change > 0.5 * change[mask].mean()  # soft edges of stains fade out below this
+        assert (strong & ~mask).sum() <= 0.05 * strong.sum()
+
+
+def test_fractal_noise_is_seeded_and_normalised():
+    a = synthetic.fractal_noise((40, 60), 10, np.random.default_rng(1))
+    b = synthetic.fractal_noise((40, 60), 10, np.random.default_rng(1))
+    assert a.shape == (40, 60) and np.array_equal(a, b)
+    assert abs(a.mean()) < 1e-5 and abs(a.std() - 1) < 1e-4
