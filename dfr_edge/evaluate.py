@@ -23,7 +23,7 @@ import numpy as np
 from dfr_edge.data.images import stack_if_same_size
 from dfr_edge.data.mvtec import TestArrays
 from dfr_edge.geometry import predict_frames
-from dfr_edge.metrics import Metrics, compute_metrics
+from dfr_edge.metrics import Metrics, compute_metrics, metrics_by_type
 from dfr_edge.runtime.overlay import make_overlay
 
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -39,6 +39,10 @@ class Evaluation:
 
     def summary(self) -> dict:
         return {**self.metrics.to_dict(), "images": int(len(self.scores)), "ms_per_image": self.ms_per_image}
+
+    def by_type(self, test: TestArrays) -> dict[str, Metrics]:
+        """The metrics of each defect type (its images and the good ones) on the set this was run on."""
+        return metrics_by_type(self.maps, self.scores, test.masks, test.defect_types, self.valid)
 
 
 def run_predictor(predict: Predictor, images: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray, float]:

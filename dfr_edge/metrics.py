@@ -104,3 +104,17 @@ def compute_metrics(maps: Images, scores: np.ndarray, masks: Images, valid: Imag
         pixel_auroc=pixel_auroc(maps, masks, valid),
         pro=pro_auc(maps, masks, valid),
     )
+
+
+def metrics_by_type(maps: Images, scores: np.ndarray, masks: Images, defect_types: list[str],
+                    valid: Images | None = None, good: str = "good") -> dict[str, Metrics]:
+    """Metrics of each defect type against the good images alone: which kinds of defect a model misses."""
+    if good not in defect_types:
+        raise ValueError("per-type metrics need good test images")
+    scores = np.asarray(scores)
+    result = {}
+    for kind in sorted(set(defect_types) - {good}):
+        picked = [i for i, k in enumerate(defect_types) if k in (good, kind)]
+        result[kind] = compute_metrics([maps[i] for i in picked], scores[picked], [masks[i] for i in picked],
+                                       None if valid is None else [valid[i] for i in picked])
+    return result

@@ -94,3 +94,22 @@ def test_integrate_to_interpolates_at_the_limit():
 def test_one_class_is_an_error():
     with pytest.raises(ValueError):
         pro_auc(np.zeros((1, 4, 4)), np.zeros((1, 4, 4), bool))
+
+
+def test_metrics_by_type_scores_each_type_against_the_good_images_only():
+    from dfr_edge.metrics import metrics_by_type
+
+    rng = np.random.default_rng(0)
+    masks = np.zeros((6, 8, 8), bool)
+    masks[2:4, 2:5, 2:5] = True  # "dent": found (high map inside the mask)
+    masks[4:6, 1:3, 1:7] = True  # "crack": missed (map is noise)
+    maps = rng.random((6, 8, 8)).astype(np.float32)
+    maps[2:4][masks[2:4]] += 1.0
+    kinds = ["good", "good", "dent", "dent", "crack", "crack"]
+    result = metrics_by_type(maps, maps.max(axis=(1, 2)), masks, kinds)
+    assert sorted(result) == ["crack", "dent"]
+    assert result["dent"].pixel_auroc == 1.0 and result["dent"].pro == 1.0
+    picked = [0, 1, 4, 5]
+    assert result["crack"] == compute_metrics(maps[picked], maps[picked].max(axis=(1, 2)), masks[picked])
+    with pytest.raises(ValueError, match="good"):
+        metrics_by_type(maps[2:], maps[2:].max(axis=(1, 2)), masks[2:], kinds[2:])
