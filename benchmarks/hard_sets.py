@@ -1,0 +1,110 @@
+"""Accuracy on every set we have, per defect type; image-score rules; dfr-tune's agreement (issue 10).
+
+    python benchmarks/hard_sets.py --set strip_cracks [--tune]          # one embedded hard set
+    python benchmarks/hard_sets.py --set bottle [--data DIR] [--tune]   # MVTec AD bottle
+
+The hard sets are generated (seeded, byte-reproducible) under --root. The default configuration is trained at
+the set's image size (the parts' own aspect: strips 320x128, rubber 192x256, H x W), evaluated per defect type,
+and the same trained model is scored with every image-score rule (only the image score changes). --tune also
+runs dfr-tune's grid, scored on synthetic anomalies and on the labelled test split, and reports how well the
+synthetic ranking agrees with the real one. Prints tables, writes benchmarks/results/hard_sets_<set>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from dfr_edge import __version__
+from dfr_edge.config import TrainConfig
+from dfr_edge.data.mvtec import load_test_arrays, open_dataset
+from dfr_edge.data.synthetic import HARD_SETS, HardSetSpec, generate_hard_set
+from dfr_edge.evaluate import evaluate
+from dfr_edge.model import AnomalyHead
+from dfr_edge.predict import predict_torch
+from dfr_edge.report import format_table, machine_info, write_json
+from dfr_edge.trainer import train
+from dfr_edge.tune import TuneGrid, result_record, result_rows, tune
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE.parent.parent / "shared" / "datasets" / "mvtec_ad" / "bottle"
+SET_SIZES = {"strip_cracks": (320, 128), "grey_pits": (256, 256), "dark_rubber": (192, 256), "bottle": (256, 256)}
+SCORE_RULES = ("max", "topk:10", "topk:100", "topk:1000", "quantile:0.99", "quantile:0.999")
+BOTTLE_LAYER_SETS = (None, ("stage2", "stage3", "stage4", "stage5"))
+
+
+def dataset_folder(name: str, args: argparse.Namespace) -> Path:
+    if name == "bottle":
+        return args.data
+    return generate_hard_set(args.root, HardSetSpec(name=name))
+
+
+def accuracy(folder: Path, size: tuple[int, int]) -> dict:
+    """Default configuration at `size`: metrics overall and per type, for every score rule."""
+    config = TrainConfig(image_size=list(size))
+    dataset = open_dataset(folder)
+    start = time.perf_counter()
+    result = train(config, dataset)
+    train_s = time.perf_counter() - start
+    test = load_test_arrays(dataset, *size)
+    rules = {}
+    for rule in SCORE_RULES:
+        result.model.head = AnomalyHead(size, result.channels, config.sigma, rule)
+        evaluation = evaluate(lambda images: predict_torch(result.model, images), test)
+        rules[rule] = {"all": evaluation.metrics.to_dict(),
+                       **{kind: m.to_dict() for kind, m in evaluation.by_type(test).items()}}
+    return {"image_size": list(size), "train_images": len(result.train_paths), "test_images": len(test.images),
+            "train_s": round(train_s, 1), "latent_dim": result.latent_dim, "rules": rules}
+
+
+def tune_grid(name: str, size: tuple[int, int]) -> TuneGrid:
+    """dfr-tune's default grid, plus the square default size for non-square sets and a layer set on bottle."""
+    sizes = (size,) if size == (256, 256) else (size, (256, 256))
+    layers = BOTTLE_LAYER_SETS if name == "bottle" else (None,)
+    return TuneGrid(image_sizes=sizes, layer_sets=layers)
+
+
+def print_accuracy(name: str, record: dict) -> None:
+    headers = ["score rule", "type", "image AUROC", "pixel AUROC", "PRO"]
+    rows = []
+    for rule, by_type in record["rules"].items():
+        for kind, m in by_type.items():
+            if rule == "max" or kind == "all":
+                rows.append([rule, kind, m["image_auroc"], m["pixel_auroc"], m["pro"]])
+    print(f"{name} at {record['image_size'][0]}x{record['image_size'][1]} (H x W), default configuration, "
+          f"trained in {record['train_s']} s:")
+    print(format_table(headers, rows))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--set", required=True, choices=[*HARD_SETS, "bottle"])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MVTec AD bottle folder (for --set bottle)")
+    p.add_argument("--root", type=Path, default=Path("runs/benchmarks/hard"), help="where hard sets are generated")
+    p.add_argument("--tune", action="store_true", help="also run dfr-tune's grid and its agreement measurement")
+    p.add_argument("--no-accuracy", action="store_true", help="skip the default-configuration run")
+    p.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/hard_sets_<set>.json)")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    folder = dataset_folder(args.set, args)
+    size = SET_SIZES[args.set]
+    record = {"dfr_edge": __version__, "machine": machine_info(), "set": args.set, "data": str(folder)}
+    if not args.no_accuracy:
+        record["default"] = accuracy(folder, size)
+        print_accuracy(args.set, record["default"])
+    if args.tune:
+        result = tune(open_dataset(folder), tune_grid(args.set, size), TrainConfig(), ("synthetic", "labelled"))
+        print(f"\ndfr-tune grid on {args.set} (selected on synthetic anomalies, *):")
+        print(format_table(*result_rows(result)))
+        print(f"agreement: {dataclasses.asdict(result.agreement)}; seconds: {result.seconds}")
+        record["tune"] = result_record(result, TrainConfig())
+    out = args.out or HERE / "results" / f"hard_sets_{args.set}.json"
+    write_json(out, record)
+    print(f"\nwritten to {out}")
+
+
+if __name__ == "__main__":
+    main()
