@@ -391,8 +391,9 @@ def generate_hard_set(root: Path | str, spec: HardSetSpec = HardSetSpec()) -> Pa
     readme = f"""\
 Synthetic hard anomaly-detection set made by dfr-edge (dfr_edge.data.synthetic.generate_hard_set).
 
-{spec.name}: {hard.description}. Surfaces are generated noise (no source images); defects: {", ".join(hard.defect_types)},
-each drawn on a fresh normal image, masks in ground_truth/<type>/<name>_mask.png. Seed {spec.seed}; the spec
-in {SPEC_FILE} and the same library versions give byte-identical files.
+{spec.name}: {hard.description}. Surfaces are generated noise (no source images).
+Defects: {", ".join(hard.defect_types)}, each drawn on a fresh normal image, masks in
+ground_truth/<type>/<name>_mask.png. Seed {spec.seed}; the spec in {SPEC_FILE} and the same library
+versions give byte-identical files.
 """
     return _write_dataset(Path(root) / spec.name, spec, hard.surface, hard.defect_types, readme)
