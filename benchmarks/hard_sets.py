@@ -2,9 +2,10 @@
 
     python benchmarks/hard_sets.py --set strip_cracks [--tune]          # one embedded hard set
     python benchmarks/hard_sets.py --set bottle [--data DIR] [--tune]   # MVTec AD bottle
+    python benchmarks/hard_sets.py --set brick [--tune]                 # an embedded demo texture
 
-The hard sets are generated (seeded, byte-reproducible) under --root. The default configuration is trained at
-the set's image size (the parts' own aspect: strips 320x128, rubber 192x256, H x W), evaluated per defect type,
+The hard sets and demo textures are generated (seeded, byte-reproducible) under --root. The default
+configuration is trained at the set's image size (the parts' own aspect: strips 320x128, rubber 192x256, H x W), evaluated per defect type,
 and the same trained model is scored with every image-score rule (only the image score changes). --tune also
 runs dfr-tune's grid, scored on synthetic anomalies and on the labelled test split, and reports how well the
 synthetic ranking agrees with the real one. Prints tables, writes benchmarks/results/hard_sets_<set>.json.
@@ -21,7 +22,7 @@ from pathlib import Path
 from dfr_edge import __version__
 from dfr_edge.config import TrainConfig
 from dfr_edge.data.mvtec import load_test_arrays, open_dataset
-from dfr_edge.data.synthetic import HARD_SETS, HardSetSpec, generate_hard_set
+from dfr_edge.data.synthetic import HARD_SETS, TEXTURES, HardSetSpec, SyntheticSpec, generate_dataset, generate_hard_set
 from dfr_edge.evaluate import evaluate
 from dfr_edge.model import AnomalyHead
 from dfr_edge.predict import predict_torch
@@ -31,7 +32,8 @@ from dfr_edge.tune import TuneGrid, result_record, result_rows, tune
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "datasets" / "mvtec_ad" / "bottle"
-SET_SIZES = {"strip_cracks": (320, 128), "grey_pits": (256, 256), "dark_rubber": (192, 256), "bottle": (256, 256)}
+SET_SIZES = {"strip_cracks": (320, 128), "grey_pits": (256, 256), "dark_rubber": (192, 256), "bottle": (256, 256),
+             **{texture: (256, 256) for texture in TEXTURES}}
 SCORE_RULES = ("max", "topk:10", "topk:100", "topk:1000", "quantile:0.99", "quantile:0.999")
 BOTTLE_LAYER_SETS = (None, ("stage2", "stage3", "stage4", "stage5"))
 
@@ -39,6 +41,8 @@ BOTTLE_LAYER_SETS = (None, ("stage2", "stage3", "stage4", "stage5"))
 def dataset_folder(name: str, args: argparse.Namespace) -> Path:
     if name == "bottle":
         return args.data
+    if name in TEXTURES:
+        return generate_dataset(args.root, SyntheticSpec(texture=name))  # the demo dataset's spec
     return generate_hard_set(args.root, HardSetSpec(name=name))
 
 
@@ -81,7 +85,7 @@ def print_accuracy(name: str, record: dict) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--set", required=True, choices=[*HARD_SETS, "bottle"])
+    p.add_argument("--set", required=True, choices=list(SET_SIZES))
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MVTec AD bottle folder (for --set bottle)")
     p.add_argument("--root", type=Path, default=Path("runs/benchmarks/hard"), help="where hard sets are generated")
     p.add_argument("--tune", action="store_true", help="also run dfr-tune's grid and its agreement measurement")
