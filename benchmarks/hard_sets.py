@@ -5,9 +5,9 @@
     python benchmarks/hard_sets.py --set brick [--tune]                 # an embedded demo texture
 
 The hard sets and demo textures are generated (seeded, byte-reproducible) under --root. The default
-configuration is trained at the set's image size (the parts' own aspect: strips 320x128, rubber 192x256, H x W), evaluated per defect type,
-and the same trained model is scored with every image-score rule (only the image score changes). --tune also
-runs dfr-tune's grid, scored on synthetic anomalies and on the labelled test split, and reports how well the
+configuration is trained at the set's image size (the parts' own aspect: strips 320x128, rubber 192x256,
+H x W), evaluated per defect type, and the same trained model is scored with every image-score rule (only
+the image score changes). --tune also runs dfr-tune's grid, scored on synthetic anomalies and on the labelled test split, and reports how well the
 synthetic ranking agrees with the real one. Prints tables, writes benchmarks/results/hard_sets_<set>.json.
 """
 
