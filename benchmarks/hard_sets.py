@@ -7,14 +7,18 @@
 The hard sets and demo textures are generated (seeded, byte-reproducible) under --root. The default
 configuration is trained at the set's image size (the parts' own aspect: strips 320x128, rubber 192x256,
 H x W), evaluated per defect type, and the same trained model is scored with every image-score rule (only
-the image score changes). --tune also runs dfr-tune's grid, scored on synthetic anomalies and on the labelled test split, and reports how well the
-synthetic ranking agrees with the real one. Prints tables, writes benchmarks/results/hard_sets_<set>.json.
+the image score changes). --tune also runs dfr-tune's grid, scored on synthetic anomalies and on the
+labelled test split, and reports how well the synthetic ranking agrees with the real one. Prints tables,
+writes benchmarks/results/hard_sets_<set>.json.
+
+    python benchmarks/hard_sets.py --summary    # markdown tables over every results/hard_sets_*.json
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -83,15 +87,66 @@ def print_accuracy(name: str, record: dict) -> None:
     print(format_table(headers, rows))
 
 
+def pick(points: list[dict], key) -> dict:
+    return max(points, key=key)
+
+
+def describe(point: dict) -> str:
+    layers = "default" if point["layers"] is None else ",".join(point["layers"])
+    return (f"{point['image_size'][0]}x{point['image_size'][1]} {layers} {point['steps']} steps "
+            f"sigma {point['sigma']:g} {point['score']}")
+
+
+def summary(results: dict[str, dict]) -> str:
+    """Markdown tables over all sets: per type, score rules side by side, dfr-tune's agreement."""
+    lines = ["| set | size (H x W) | type | image AUROC | pixel AUROC | PRO |", "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        if "default" not in r:
+            continue
+        d = r["default"]
+        for kind, m in d["rules"]["max"].items():
+            lines.append(f"| {name} | {d['image_size'][0]}x{d['image_size'][1]} | {kind} | {m['image_auroc']:.4f} "
+                         f"| {m['pixel_auroc']:.4f} | {m['pro']:.4f} |")
+    with_default = {n: r["default"]["rules"] for n, r in results.items() if "default" in r}
+    lines += ["", "| image score | " + " | ".join(with_default) + " | mean |",
+              "|---|" + "---|" * (len(with_default) + 1)]
+    for rule in SCORE_RULES:
+        values = [rules[rule]["all"]["image_auroc"] for rules in with_default.values()]
+        lines.append(f"| {rule} | " + " | ".join(f"{v:.4f}" for v in values) + f" | {sum(values) / len(values):.4f} |")
+    lines += ["", "| set | points | Spearman (mean) | Spearman (pixel) | regret (mean) | regret (pixel) "
+              "| synthetic pick | its labelled image / pixel / PRO | best labelled pixel AUROC | tune s |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        if "tune" not in r:
+            continue
+        t, a = r["tune"], r["tune"]["agreement"]
+        chosen = pick(t["points"], lambda p: (p["synthetic"]["image_auroc"] + p["synthetic"]["pixel_auroc"]
+                                              + p["synthetic"]["pro"]) / 3)
+        best = pick(t["points"], lambda p: p["labelled"]["pixel_auroc"])
+        m = chosen["labelled"]
+        lines.append(f"| {name} | {len(t['points'])} | {a['spearman']:.3f} | {a['spearman_pixel_auroc']:.3f} "
+                     f"| {a['regret']:.4f} | {a['regret_pixel_auroc']:.4f} | {describe(chosen)} "
+                     f"| {m['image_auroc']:.4f} / {m['pixel_auroc']:.4f} / {m['pro']:.4f} "
+                     f"| {best['labelled']['pixel_auroc']:.4f} ({describe(best)}) | {t['seconds']['total_s']:.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--set", required=True, choices=list(SET_SIZES))
+    p.add_argument("--set", choices=list(SET_SIZES))
+    p.add_argument("--summary", action="store_true", help="print markdown tables over all results and stop")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MVTec AD bottle folder (for --set bottle)")
     p.add_argument("--root", type=Path, default=Path("runs/benchmarks/hard"), help="where hard sets are generated")
     p.add_argument("--tune", action="store_true", help="also run dfr-tune's grid and its agreement measurement")
     p.add_argument("--no-accuracy", action="store_true", help="skip the default-configuration run")
     p.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/hard_sets_<set>.json)")
     args = p.parse_args()
+    if args.summary:
+        found = sorted((HERE / "results").glob("hard_sets_*.json"))
+        print(summary({f.stem.removeprefix("hard_sets_"): json.loads(f.read_text()) for f in found}))
+        return
+    if args.set is None:
+        p.error("give --set NAME or --summary")
     logging.basicConfig(level=logging.WARNING)
     folder = dataset_folder(args.set, args)
     size = SET_SIZES[args.set]
