@@ -170,7 +170,12 @@ def score_heads(features: torch.Tensor, cae: CAE, masks: np.ndarray, size: tuple
 def tune(dataset: Dataset, grid: TuneGrid, base: TrainConfig, sets: tuple[str, ...] = ("synthetic",),
          select: str = "synthetic", objective: str = "mean", holdout: float = 0.2,
          anomalies_per_image: int = 2) -> TuneResult:
-    """Train and score every grid point on `sets`; pick the best by `objective` on the `select` set."""
+    """Train and score every grid point on `sets`; pick the best by `objective` on the `select` set.
+
+    CAEs are trained on the good images not held out, whichever set selects, so that with both sets the
+    synthetic and the labelled ranking judge the same models. The CAE starts from the same seed at every
+    point, so its initialisation differs from dfr-train's (which seeds once, before the backbone).
+    """
     if select not in sets or not set(sets) <= set(EVAL_SETS):
         raise ValueError(f"evaluation sets {sets} must be among {EVAL_SETS} and include the selecting set {select!r}")
     if objective not in OBJECTIVES:
