@@ -36,7 +36,8 @@ from dfr_edge.tune import TuneGrid, result_record, result_rows, tune
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "datasets" / "mvtec_ad" / "bottle"
-SET_SIZES = {"strip_cracks": (320, 128), "grey_pits": (256, 256), "dark_rubber": (192, 256), "bottle": (256, 256),
+SET_SIZES = {"strip_cracks": (320, 128), "grey_pits": (256, 256), "dark_rubber": (192, 256), "faint_rubber": (192, 256),
+             "bottle": (256, 256),
              **{texture: (256, 256) for texture in TEXTURES}}
 SCORE_RULES = ("max", "topk:10", "topk:100", "topk:1000", "quantile:0.99", "quantile:0.999")
 BOTTLE_LAYER_SETS = (None, ("stage2", "stage3", "stage4", "stage5"))

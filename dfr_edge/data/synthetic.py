@@ -57,7 +57,7 @@ def generate_dataset(root: Path | str, spec: SyntheticSpec = SyntheticSpec()) ->
 
 
 def _write_dataset(category: Path, spec, make_normal: Callable[[np.random.Generator], np.ndarray],
-                   defect_types: tuple[str, ...], readme: str) -> Path:
+                   defect_types: tuple[str, ...], readme: str, strength: float = 1.0) -> Path:
     """Train/test images and masks from one seeded generator, in MVTec AD layout; spec.json written last."""
     if _already_generated(category, spec):
         return category
@@ -68,7 +68,7 @@ def _write_dataset(category: Path, spec, make_normal: Callable[[np.random.Genera
         _write_png(category / "test" / "good" / f"{i:03d}.png", make_normal(rng))
     for defect_type in defect_types:
         for i in range(spec.n_test_per_defect):
-            image, mask = add_defect(make_normal(rng), defect_type, rng)
+            image, mask = add_defect(make_normal(rng), defect_type, rng, strength)
             _write_png(category / "test" / defect_type / f"{i:03d}.png", image)
             mask_path = category / "ground_truth" / defect_type / f"{i:03d}_mask.png"
             _write_png(mask_path, mask.astype(np.uint8) * 255)
@@ -133,12 +133,13 @@ def normal_crop(texture: np.ndarray, size: int, rng: np.random.Generator) -> np.
 
 
 def add_defect(
-    clean: np.ndarray, defect_type: str, rng: np.random.Generator
+    clean: np.ndarray, defect_type: str, rng: np.random.Generator, strength: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one defect on a copy of `clean` (uint8 HxWx3); return the image and a bool mask of the defect.
 
     Redraws until the defect is large and contrasted enough that a person would call it a defect, so that
-    no ground-truth label is ambiguous.
+    no ground-truth label is ambiguous. `strength` < 1 blends the defect into the surface (faint defects);
+    the contrast asked for shrinks with it.
     """
     if defect_type not in _DRAWERS:
         raise ValueError(f"unknown defect type {defect_type!r}; choose one of {', '.join(_DRAWERS)}")
@@ -146,8 +147,10 @@ def add_defect(
     min_area = MIN_DEFECT_FRACTION * clean.shape[0] * clean.shape[1]
     for _ in range(_MAX_ATTEMPTS):
         drawn, mask = _DRAWERS[defect_type](base, rng)
+        if strength != 1.0:
+            drawn = base + strength * (drawn - base)
         image = np.clip(np.rint(drawn), 0, 255).astype(np.uint8)
-        if mask.sum() >= min_area and defect_contrast(image, clean, mask) >= MIN_DEFECT_CONTRAST:
+        if mask.sum() >= min_area and defect_contrast(image, clean, mask) >= MIN_DEFECT_CONTRAST * strength:
             return image, mask
     raise RuntimeError(f"could not draw a visible {defect_type} on a {clean.shape[1]}x{clean.shape[0]} image")
 
@@ -355,6 +358,7 @@ class HardSet:
     surface: Callable[[np.random.Generator], np.ndarray]
     defect_types: tuple[str, ...]
     description: str
+    strength: float = 1.0  # defects blended into the surface at this opacity (see add_defect)
 
 
 HARD_SETS = {
@@ -363,7 +367,9 @@ HARD_SETS = {
     "grey_pits": HardSet(grey_crop_surface, ("pit", "crack"),
                          "grey crops of 100-265 px a side and +-30% brightness with small pits and cracks"),
     "dark_rubber": HardSet(rubber_surface, ("perlin_stain", "crack", "cutpaste"),
-                           "dark low-contrast rubber (256 x 192) with faint stains, cuts and misplaced material"),
+                           "dark low-contrast rubber (256 x 192) with stains, cuts and misplaced material"),
+    "faint_rubber": HardSet(rubber_surface, ("perlin_stain", "crack", "cutpaste"),
+                            "the dark rubber with its defects at 35% opacity (7+ grey levels)", strength=0.35),
 }
 
 
@@ -396,4 +402,4 @@ Defects: {", ".join(hard.defect_types)}, each drawn on a fresh normal image, mas
 ground_truth/<type>/<name>_mask.png. Seed {spec.seed}; the spec in {SPEC_FILE} and the same library
 versions give byte-identical files.
 """
-    return _write_dataset(Path(root) / spec.name, spec, hard.surface, hard.defect_types, readme)
+    return _write_dataset(Path(root) / spec.name, spec, hard.surface, hard.defect_types, readme, hard.strength)
