@@ -50,7 +50,7 @@ class TuneGrid:
     layer_sets: tuple[tuple[str, ...] | None, ...] = (None,)
     steps: tuple[int, ...] = (1500, 6000)
     sigmas: tuple[float, ...] = (2.0, 4.0)
-    scores: tuple[str, ...] = ("max", "topk:100", "quantile:0.99")
+    scores: tuple[str, ...] = ("topk:1000", "max", "quantile:0.99")  # ties go to the first: the default
 
     def __post_init__(self) -> None:
         for name in ("image_sizes", "layer_sets", "steps", "sigmas", "scores"):

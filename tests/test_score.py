@@ -105,7 +105,7 @@ def test_bundle_without_score_loads_as_max(tmp_path, tiny_bundle):
 
     old = shutil.copytree(tiny_bundle, tmp_path / "old")
     meta = json.loads((old / "dfr.json").read_text())
-    assert meta["head"]["score"] == "max"
+    assert meta["head"]["score"] == TrainConfig().score
     del meta["head"]["score"]
     (old / "dfr.json").write_text(json.dumps(meta))
     assert load_bundle(old).model.head.score_rule == ScoreRule("max")

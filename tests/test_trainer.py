@@ -105,7 +105,7 @@ def test_incomplete_bundle_is_a_clear_error(tiny_bundle, tmp_path):
 @pytest.mark.slow
 def test_vgg19_paper_configuration_trains_and_scores_end_to_end(tiny_data):
     """The paper's 12 VGG19 layers (C = 3456), faithful padding, random weights, a few steps."""
-    config = tiny_config(backbone="vgg19", backbone_weights="random", steps=3, pca_images=2)
+    config = tiny_config(backbone="vgg19", backbone_weights="random", steps=3, pca_images=2, score="max")
     result = train(config, open_dataset(tiny_data))
     assert result.channels == 3456 and result.backbone.layers[0] == "relu1_1"
     images = load_test_arrays(open_dataset(tiny_data), Geometry(64, 64)).images[:2]

@@ -24,8 +24,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="CAE optimizer steps (default 6000, whatever the data size)")
     p.add_argument("--epochs", type=int, help="train for N full passes over all feature positions instead")
     p.add_argument("--sigma", type=float, help="Gaussian smoothing of the anomaly map in pixels (0 = off)")
-    p.add_argument("--score", help="image score from the map: max (default), topk:K (mean of the K largest), "
-                   "quantile:Q")
+    p.add_argument("--score", help="image score from the map: topk:K (mean of the K largest; default topk:1000), "
+                   "max, quantile:Q")
     p.add_argument("--seed", type=int)
     p.add_argument("--skip-bad-images", action="store_true", default=None,
                    help="skip unreadable images (listed in the report) instead of stopping")

@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, nargs="+", help="CAE steps to try (default 1500 6000)")
     p.add_argument("--sigmas", type=float, nargs="+", help="map smoothing sigmas to try (default 2 4)")
     p.add_argument("--scores", nargs="+",
-                   help="image score rules to try: max, topk:K, quantile:Q (default max topk:100 quantile:0.99)")
+                   help="image score rules to try: max, topk:K, quantile:Q (default topk:1000 max quantile:0.99)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--labelled", action="store_true",
                        help="select on the dataset's labelled test split instead of synthetic anomalies")
