@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dfr_edge.cli.common import run_main
+from dfr_edge.cli.common import ArgumentParser, add_threads_option, check_writable, positive_int, run_main
 from dfr_edge.report import format_table, write_json
 
 
@@ -27,7 +27,7 @@ def layer_set(text: str) -> tuple[str, ...] | None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dfr-tune", description=__doc__)
+    p = ArgumentParser(prog="dfr-tune", description=__doc__)
     p.add_argument("--data", type=Path, required=True,
                    help="MVTec-layout category folder (uses train/good) or a folder of good images")
     p.add_argument("--out", type=Path, required=True, help="YAML file to write the winning configuration to")
@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
                    help="image sizes to try: N or HEIGHTxWIDTH, multiples of 32 (default 256)")
     p.add_argument("--layers", type=layer_set, nargs="+",
                    help="layer sets to try: 'default' or comma-separated names (default: default)")
-    p.add_argument("--steps", type=int, nargs="+", help="CAE steps to try (default 1500 6000)")
+    p.add_argument("--steps", type=positive_int, nargs="+", help="CAE steps to try (default 1500 6000)")
     p.add_argument("--sigmas", type=float, nargs="+", help="map smoothing sigmas to try (default 2 4)")
     p.add_argument("--scores", nargs="+",
                    help="image score rules to try: max, topk:K, quantile:Q (default topk:1000 max quantile:0.99)")
@@ -53,6 +53,7 @@ def parser() -> argparse.ArgumentParser:
                    help="fraction of good training images held out for synthetic anomalies (default 0.2)")
     p.add_argument("--json", type=Path, help="also write every grid point's metrics and timings as JSON here")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
+    add_threads_option(p)
     return p
 
 
@@ -61,10 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from dfr_edge.config import load_config
     from dfr_edge.data.mvtec import open_dataset
+    from dfr_edge.threads import use_torch_threads
     from dfr_edge.tune import TuneGrid, result_record, result_rows, tune, write_config
 
     if args.out.exists() and not args.force:  # fail before minutes of tuning
         raise FileExistsError(f"{args.out} already exists; choose another --out or pass --force to replace it")
+    for path in (args.out, args.json):
+        if path is not None:
+            check_writable(path)
     if not 0.0 < args.holdout < 1.0:
         raise ValueError(f"--holdout must be in (0, 1), got {args.holdout}")
     base = load_config(args.config, {})
@@ -73,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = TuneGrid(**{name: tuple(values) for name, values in given.items() if values is not None})
     sets = ("labelled",) if args.labelled else ("synthetic", "labelled") if args.compare else ("synthetic",)
     select = "labelled" if args.labelled else "synthetic"
+    use_torch_threads(args.threads)
     result = tune(open_dataset(args.data), grid, base, sets, select, args.objective, args.holdout)
     print(format_table(*result_rows(result)))
     winner = result.winner.config(base)
