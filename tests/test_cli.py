@@ -31,6 +31,7 @@ def test_train_then_eval_with_json_and_overlays(tiny_data, tmp_path, capsys):
                           "--overlays", str(tmp_path / "ov")]) == 0
     result = json.loads(report.read_text())
     assert {"image_auroc", "pixel_auroc", "pro"} <= set(result) and result["images"] == 12
+    assert sorted(result["by_type"]) == ["blob", "cutout", "scratch", "stain"]
     assert len(list((tmp_path / "ov").glob("*.png"))) == 3 + 4 * 2  # up to 3 per type: 4 good, 2 per defect
     assert manifest.read(bundle / "dfr.json")["metrics"]["pro"] == result["pro"]
 

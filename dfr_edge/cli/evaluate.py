@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(["model", "runs as", "images", "image AUROC", "pixel AUROC", "PRO (FPR<=0.3)", "ms/image"],
                        [[str(args.model), description, len(test.images), m.image_auroc, m.pixel_auroc, m.pro,
                          round(result.ms_per_image, 1)]]))
+    by_type = result.by_type(test)  # which kinds of defect the model misses
+    summary["by_type"] = {kind: metrics.to_dict() for kind, metrics in by_type.items()}
+    print(format_table(["defect type", "image AUROC", "pixel AUROC", "PRO"],
+                       [[kind, t.image_auroc, t.pixel_auroc, t.pro] for kind, t in by_type.items()]))
     if record:  # the bundle records how it scored, and on what
         with writing(args.model, "dfr-eval"):
             manifest_io.update(args.model / manifest_io.MANIFEST_NAME,
