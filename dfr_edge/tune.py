@@ -113,10 +113,11 @@ def objective_value(metrics: Metrics, objective: str) -> float:
     return getattr(metrics, objective)
 
 
-def paste_anomalies(images: list[np.ndarray], per_image: int, seed: int,
-                    kinds: tuple[str, ...] = ANOMALY_KINDS) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+def paste_anomalies(images: list[np.ndarray], per_image: int, seed: int, kinds: tuple[str, ...] = ANOMALY_KINDS,
+                    strength: tuple[float, float] = (1.0, 1.0)) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
     """Each good image as it is, plus `per_image` copies with one pasted anomaly each (kinds in turn).
 
+    Each anomaly's opacity is drawn uniformly from `strength` (low, high); faint ones stand for faint defects.
     Returns images, bool masks and kinds ("good" for the originals), at the images' own resolution.
     """
     rng = np.random.default_rng(seed)
@@ -129,7 +130,8 @@ def paste_anomalies(images: list[np.ndarray], per_image: int, seed: int,
         for _ in range(per_image):
             kind = kinds[turn % len(kinds)]
             turn += 1
-            pasted, mask = add_defect(image, kind, rng)
+            opacity = rng.uniform(*strength) if strength[0] < strength[1] else strength[0]
+            pasted, mask = add_defect(image, kind, rng, opacity)
             out_images.append(pasted)
             masks.append(mask)
             labels.append(kind)
@@ -169,7 +171,7 @@ def score_heads(features: torch.Tensor, cae: CAE, masks: np.ndarray, size: tuple
 
 def tune(dataset: Dataset, grid: TuneGrid, base: TrainConfig, sets: tuple[str, ...] = ("synthetic",),
          select: str = "synthetic", objective: str = "mean", holdout: float = 0.2,
-         anomalies_per_image: int = 2) -> TuneResult:
+         anomalies_per_image: int = 2, paste_strength: tuple[float, float] = (1.0, 1.0)) -> TuneResult:
     """Train and score every grid point on `sets`; pick the best by `objective` on the `select` set.
 
     CAEs are trained on the good images not held out, whichever set selects, so that with both sets the
@@ -189,7 +191,8 @@ def tune(dataset: Dataset, grid: TuneGrid, base: TrainConfig, sets: tuple[str, .
         if len(held_paths) < 2:
             raise ValueError(f"{dataset.root}: too few good images to hold out for synthetic anomalies "
                              f"({len(held_paths)} of {len(dataset.train)}); add good images or raise --holdout")
-        pasted = paste_anomalies([read_image(p) for p in held_paths], anomalies_per_image, base.seed)
+        pasted = paste_anomalies([read_image(p) for p in held_paths], anomalies_per_image, base.seed,
+                                 strength=paste_strength)
         synthetic = (*pasted, [p for p in held_paths for _ in range(anomalies_per_image + 1)])
     log.info("tuning %d grid points: %d images to fit, %d held out for synthetic anomalies",
              grid.points, len(fit_paths), len(held_paths))

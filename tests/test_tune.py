@@ -92,3 +92,11 @@ def test_tiny_two_point_grid_writes_a_config_dfr_train_loads(tiny_data, tmp_path
     for p in record["points"]:
         assert 0.0 <= p["synthetic"]["pixel_auroc"] <= 1.0 and 0.0 <= p["labelled"]["pro"] <= 1.0
     assert "Spearman" in capsys.readouterr().out
+
+
+def test_faint_pastes_are_blended_at_their_opacity():
+    goods = [grey_crop_surface(np.random.default_rng(2))]
+    images, masks, kinds = paste_anomalies(goods, per_image=3, seed=4, strength=(0.3, 0.3))
+    for image, mask in zip(images[1:], masks[1:]):
+        change = np.abs(image.astype(np.float32) - goods[0])
+        assert change.max() <= 0.3 * 255 + 1 and change.max(axis=2)[mask].mean() >= 0.3 * MIN_DEFECT_CONTRAST
