@@ -158,7 +158,8 @@ def main() -> None:
         record["default"] = accuracy(folder, size)
         print_accuracy(args.set, record["default"])
     if args.tune:
-        result = tune(open_dataset(folder), tune_grid(args.set, size), TrainConfig(), ("synthetic", "labelled"))
+        result = tune(open_dataset(folder), tune_grid(args.set, size), TrainConfig(), ("synthetic", "labelled"),
+                      paste_strength=(1.0, 1.0))  # as recorded; dfr-tune's default since is (0.3, 1.0)
         print(f"\ndfr-tune grid on {args.set} (selected on synthetic anomalies, *):")
         print(format_table(*result_rows(result)))
         print(f"agreement: {dataclasses.asdict(result.agreement)}; seconds: {result.seconds}")

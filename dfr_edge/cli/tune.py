@@ -51,8 +51,8 @@ def parser() -> argparse.ArgumentParser:
                    help="what 'best' means: mean of image AUROC, pixel AUROC and PRO (default), or one of them")
     p.add_argument("--holdout", type=float, default=0.2,
                    help="fraction of good training images held out for synthetic anomalies (default 0.2)")
-    p.add_argument("--paste-strength", type=float, nargs=2, default=(1.0, 1.0), metavar=("LOW", "HIGH"),
-                   help="opacity range of the pasted anomalies, e.g. 0.3 1 for faint defects (default 1 1)")
+    p.add_argument("--paste-strength", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="opacity range of the pasted anomalies, drawn uniformly (default 0.3 1; 1 1: full strength)")
     p.add_argument("--json", type=Path, help="also write every grid point's metrics and timings as JSON here")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     add_threads_option(p)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from dfr_edge.config import load_config
     from dfr_edge.data.mvtec import open_dataset
     from dfr_edge.threads import use_torch_threads
-    from dfr_edge.tune import TuneGrid, result_record, result_rows, tune, write_config
+    from dfr_edge.tune import PASTE_STRENGTH, TuneGrid, result_record, result_rows, tune, write_config
 
     if args.out.exists() and not args.force:  # fail before minutes of tuning
         raise FileExistsError(f"{args.out} already exists; choose another --out or pass --force to replace it")
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     sets = ("labelled",) if args.labelled else ("synthetic", "labelled") if args.compare else ("synthetic",)
     select = "labelled" if args.labelled else "synthetic"
     use_torch_threads(args.threads)
-    low, high = args.paste_strength
+    low, high = args.paste_strength or PASTE_STRENGTH
     if not 0.0 < low <= high <= 1.0:
         raise ValueError(f"--paste-strength {low:g} {high:g}: need 0 < LOW <= HIGH <= 1")
     result = tune(open_dataset(args.data), grid, base, sets, select, args.objective, args.holdout,
