@@ -59,7 +59,7 @@ def accuracy(folder: Path, size: tuple[int, int]) -> dict:
     start = time.perf_counter()
     result = train(config, dataset)
     train_s = time.perf_counter() - start
-    test = load_test_arrays(dataset, *size)
+    test = load_test_arrays(dataset, config.geometry(*size))
     rules = {}
     for rule in SCORE_RULES:
         result.model.head = AnomalyHead(size, result.channels, config.sigma, rule)

@@ -27,9 +27,10 @@ from scipy.stats import spearmanr
 from dfr_edge.backbones import build_backbone
 from dfr_edge.cae import CAE
 from dfr_edge.config import TrainConfig
-from dfr_edge.data.images import load_images, read_image, resize_image, resize_mask
+from dfr_edge.data.images import read_image, read_images
 from dfr_edge.data.mvtec import Dataset, TestArrays, load_test_arrays, require_test_set
 from dfr_edge.data.synthetic import add_defect
+from dfr_edge.geometry import Geometry, model_inputs
 from dfr_edge.manifest import write_text_atomic
 from dfr_edge.metrics import Metrics, image_auroc, pixel_auroc, pro_auc
 from dfr_edge.model import AnomalyHead, FeatureExtractor, check_image_size
@@ -141,14 +142,16 @@ def paste_anomalies(images: list[np.ndarray], per_image: int, seed: int, kinds: 
     return out_images, masks, labels
 
 
-def resized_test_set(images: list[np.ndarray], masks: list[np.ndarray], kinds: list[str], paths: list[Path],
-                     height: int, width: int) -> TestArrays:
+def sampled_test_set(images: list[np.ndarray], masks: list[np.ndarray], kinds: list[str], paths: list[Path],
+                     geometry: Geometry) -> TestArrays:
+    """The pasted images and masks through `geometry.sample`, as load_test_arrays does for a labelled split."""
     return TestArrays(
-        images=np.stack([resize_image(img, height, width) for img in images]),
-        masks=np.stack([resize_mask(m, height, width) for m in masks]),
+        images=np.stack([geometry.sample(img) for img in images]),
+        masks=np.stack([geometry.sample_mask(m) for m in masks]),
         labels=np.array([k != "good" for k in kinds]),
         paths=paths,
         defect_types=list(kinds),
+        geometry=geometry.sampled(),
     )
 
 
@@ -187,6 +190,9 @@ def tune(dataset: Dataset, grid: TuneGrid, base: TrainConfig, sets: tuple[str, .
         raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     if "labelled" in sets:
         require_test_set(dataset)
+    if base.resize != "stretch" or base.tile or base.image_size == "auto":
+        raise ValueError("dfr-tune scores stretched images at fixed sizes for now: leave resize 'stretch', tile "
+                         "and image_size 'auto' out of the base configuration (an ROI is fine)")
     t_start = time.perf_counter()
     fit_paths, held_paths = split_train_val(dataset.train, holdout, base.seed)
     synthetic = None
@@ -203,12 +209,14 @@ def tune(dataset: Dataset, grid: TuneGrid, base: TrainConfig, sets: tuple[str, .
     points: list[GridPoint] = []
     seconds = {"extract_s": 0.0, "train_s": 0.0, "score_s": 0.0}
     for size in grid.image_sizes:
-        fit_images = load_images(fit_paths, *size, skip_bad=base.skip_bad_images).images
+        geometry = base.geometry(*size)
+        fit_images = model_inputs(read_images(fit_paths, geometry.sample, skip_bad=base.skip_bad_images).images,
+                                  geometry.sampled())
         tests = {}
         if synthetic is not None:
-            tests["synthetic"] = resized_test_set(*synthetic, *size)
+            tests["synthetic"] = sampled_test_set(*synthetic, geometry)
         if "labelled" in sets:
-            tests["labelled"] = load_test_arrays(dataset, *size)
+            tests["labelled"] = load_test_arrays(dataset, geometry)
         for layers in grid.layer_sets:
             config = dataclasses.replace(base, image_size=list(size), layers=list(layers) if layers else None)
             torch.manual_seed(base.seed)

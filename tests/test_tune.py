@@ -100,3 +100,12 @@ def test_faint_pastes_are_blended_at_their_opacity():
     for image, mask in zip(images[1:], masks[1:]):
         change = np.abs(image.astype(np.float32) - goods[0])
         assert change.max() <= 0.3 * 255 + 1 and change.max(axis=2)[mask].mean() >= 0.3 * MIN_DEFECT_CONTRAST
+
+
+@pytest.mark.parametrize("geometry", [dict(resize="letterbox"), dict(tile=[64, 64]), dict(image_size="auto")])
+def test_geometries_it_cannot_score_yet_are_refused_before_any_work(tiny_data, geometry):
+    from dfr_edge.data.mvtec import open_dataset
+    from dfr_edge.tune import tune
+
+    with pytest.raises(ValueError, match="stretch"):
+        tune(open_dataset(tiny_data), TuneGrid(image_sizes=((64, 64),)), TrainConfig(**geometry))
