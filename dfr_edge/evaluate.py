@@ -25,6 +25,7 @@ from dfr_edge.data.mvtec import TestArrays
 from dfr_edge.geometry import predict_frames
 from dfr_edge.metrics import Metrics, compute_metrics, metrics_by_type
 from dfr_edge.runtime.overlay import make_overlay
+from dfr_edge.score_rule import ScoreRule
 
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -57,9 +58,10 @@ def run_predictor(predict: Predictor, images: np.ndarray, batch_size: int = 8) -
     return np.concatenate(maps), np.concatenate(scores), 1000.0 * elapsed / max(1, len(images))
 
 
-def evaluate(predict: Predictor, test: TestArrays, batch_size: int = 8) -> Evaluation:
+def evaluate(predict: Predictor, test: TestArrays, batch_size: int = 8, score: ScoreRule = ScoreRule()) -> Evaluation:
+    """Metrics of `predict` on `test`; `score` is the model's image-score rule (for padded inputs)."""
     start = time.perf_counter()
-    regions = predict_frames(predict, test.images, test.geometry, batch_size)
+    regions = predict_frames(predict, test.images, test.geometry, batch_size, score_of=score.of)
     ms = 1000.0 * (time.perf_counter() - start) / max(1, len(regions))
     maps = stack_if_same_size([r.values for r in regions])
     scores = np.array([r.score for r in regions], np.float32)

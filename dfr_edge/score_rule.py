@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 # TensorRT's TopK takes K <= 3840 (onnx-tensorrt operators.md); larger K would not build an engine.
 TRT_TOPK_LIMIT = 3840
 
@@ -39,6 +41,19 @@ class ScoreRule:
             pass
         raise ValueError(f"image score rule {text!r}: expected 'max', 'topk:K' (K >= 1 pixels) or 'quantile:Q' "
                          "(0 < Q < 1), e.g. 'topk:100'")
+
+    @classmethod
+    def from_manifest(cls, meta: dict) -> ScoreRule:
+        """The rule a dfr.json names (bundles older than the field score by the max)."""
+        return cls.parse(meta.get("head", {}).get("score", "max"))
+
+    def of(self, amap: np.ndarray) -> float:
+        """The rule applied on the host, as the graph applies it: for the unpadded part of a letterboxed
+        input, whose graph score also read the padding."""
+        values = np.asarray(amap, np.float32).ravel()
+        count = min(self.top_count(values.size), values.size)
+        top = np.partition(values, values.size - count)[values.size - count:]
+        return float(top.mean() if self.rule == "topk" else top.min())
 
     def __str__(self) -> str:
         return {"max": "max", "topk": f"topk:{int(self.value)}", "quantile": f"quantile:{self.value:g}"}[self.rule]

@@ -129,3 +129,16 @@ def test_topk_bundle_exports_every_variant_with_the_rule_in_the_float32_head(tmp
         top = [n for n in model.graph.node if n.op_type == "TopK"]
         assert [n.name.startswith("/head/") for n in top] == [True], result.variant
         assert lint_for_tensorrt(model, ignore=ignore[result.variant]) == [], result.variant
+
+
+@pytest.mark.parametrize("text", ["max", "topk:7", "quantile:0.9"])
+def test_host_rule_equals_the_graph_rule(text):
+    """ScoreRule.of (the valid part of a letterboxed input) computes what the head computes in the graph."""
+    import torch
+
+    from dfr_edge.model import AnomalyHead
+
+    amap = np.random.default_rng(3).random((1, 32, 32), dtype=np.float32)
+    head = AnomalyHead((32, 32), channels=4, score=text)
+    expected = float(head.image_score(torch.from_numpy(amap))[0])
+    assert ScoreRule.parse(text).of(amap[0]) == pytest.approx(expected, rel=1e-6)

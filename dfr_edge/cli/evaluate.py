@@ -61,13 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     from dfr_edge.evaluate import evaluate, write_overlays
     from dfr_edge.geometry import Geometry
     from dfr_edge.outputs import writing
+    from dfr_edge.score_rule import ScoreRule
 
     dataset = open_dataset(args.data)
     require_test_set(dataset)
     predict, meta, description = load_predictor(args.model, args.provider, args.threads)
     record = args.model.is_dir() and can_record_metrics(args.model / manifest_io.MANIFEST_NAME)
     test = load_test_arrays(dataset, Geometry.from_manifest(meta))
-    result = evaluate(predict, test, args.batch_size)
+    result = evaluate(predict, test, args.batch_size, ScoreRule.from_manifest(meta))
     summary = {"model": str(args.model), "runs_as": description, "data": str(args.data), **result.summary()}
     m = result.metrics
     print(format_table(["model", "runs as", "images", "image AUROC", "pixel AUROC", "PRO (FPR<=0.3)", "ms/image"],

@@ -34,6 +34,7 @@ from dfr_edge.export.sensitivity import MixedInt8, mixed_int8
 from dfr_edge.geometry import Geometry, model_inputs
 from dfr_edge.predict import predict_torch
 from dfr_edge.runtime import load_detector
+from dfr_edge.score_rule import ScoreRule
 from dfr_edge.trainer import split_train_val
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ def export_bundle(bundle: Bundle, options: ExportOptions) -> list[Exported]:
         baseline = results[0].metrics
     elif test is not None:
         baseline = evaluate(load_detector(bundle.path / FP32_FILE, threads=options.threads).infer,
-                            test).metrics.to_dict()
+                            test, score=ScoreRule.from_manifest(meta)).metrics.to_dict()
 
     if "fp16" in files:
         fp16 = to_fp16_onnx(bundle.model)
@@ -302,7 +303,8 @@ def _write(variant: str, model: onnx.ModelProto, path: Path, meta: dict, parity:
         save_model(model, staging, meta, record, lint_ignore)
         metrics = deltas = None
         if test is not None:
-            metrics = evaluate(load_detector(staging, threads=options.threads).infer, test).metrics.to_dict()
+            metrics = evaluate(load_detector(staging, threads=options.threads).infer, test,
+                               score=ScoreRule.from_manifest(meta)).metrics.to_dict()
             if baseline is not None:
                 deltas = {k: metrics[k] - baseline[k] for k in baseline}
                 worst = -min(deltas.values())

@@ -21,6 +21,7 @@ from dfr_edge.geometry import Geometry, RegionMap
 from dfr_edge.runtime.backend import Backend
 from dfr_edge.runtime.overlay import make_overlay
 from dfr_edge.runtime.regions import Box, defect_boxes
+from dfr_edge.score_rule import ScoreRule
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Detector:
                  image_threshold: float | None = None, min_region_area: int = 1):
         self.backend = backend
         self.geometry = Geometry.from_section(backend.manifest.get("geometry"), backend.height, backend.width)
+        self.score_rule = ScoreRule.from_manifest(backend.manifest)
         thresholds = backend.manifest["thresholds"]
         self.pixel_threshold = finite_threshold(
             "pixel threshold", thresholds["pixel"] if pixel_threshold is None else pixel_threshold)
@@ -106,7 +108,7 @@ class Detector:
             resized = time.perf_counter()
             maps, scores = self.infer(batch.inputs)  # a frame's tiles run in chunks of max_batch too
             inferred = time.perf_counter()
-            detections.extend(self._decide(r) for r in batch.to_frames(maps, scores, fill=self.normal_level))
+            detections.extend(self._decide(r) for r in batch.to_frames(maps, scores, self.normal_level, self.score_rule.of))
             if timings is not None:
                 for stage, seconds in (("resize", resized - began), ("infer", inferred - resized),
                                        ("postprocess", time.perf_counter() - inferred)):
