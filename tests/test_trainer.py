@@ -10,11 +10,11 @@ import torch
 from conftest import tiny_config
 
 from dfr_edge.bundle import load_bundle, save_bundle
-from dfr_edge.outputs import OutputRefusedError
 from dfr_edge.data.images import ImageReadError, load_images
 from dfr_edge.data.mvtec import load_test_arrays, open_dataset
 from dfr_edge.evaluate import evaluate
 from dfr_edge.geometry import Geometry
+from dfr_edge.outputs import OutputRefusedError
 from dfr_edge.predict import predict_torch
 from dfr_edge.trainer import split_train_val, train
 

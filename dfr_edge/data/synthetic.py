@@ -16,6 +16,8 @@ import numpy as np
 import skimage
 import skimage.data
 
+from dfr_edge.data.images import write_png
+
 TEXTURES = ("brick", "grass", "gravel")
 DEFECT_TYPES = ("scratch", "blob", "cutout", "stain")
 
@@ -63,15 +65,15 @@ def _write_dataset(category: Path, spec, make_normal: Callable[[np.random.Genera
         return category
     rng = np.random.default_rng(spec.seed)
     for i in range(spec.n_train):
-        _write_png(category / "train" / "good" / f"{i:03d}.png", make_normal(rng))
+        write_png(category / "train" / "good" / f"{i:03d}.png", make_normal(rng))
     for i in range(spec.n_test_good):
-        _write_png(category / "test" / "good" / f"{i:03d}.png", make_normal(rng))
+        write_png(category / "test" / "good" / f"{i:03d}.png", make_normal(rng))
     for defect_type in defect_types:
         for i in range(spec.n_test_per_defect):
             image, mask = add_defect(make_normal(rng), defect_type, rng, strength)
-            _write_png(category / "test" / defect_type / f"{i:03d}.png", image)
+            write_png(category / "test" / defect_type / f"{i:03d}.png", image)
             mask_path = category / "ground_truth" / defect_type / f"{i:03d}_mask.png"
-            _write_png(mask_path, mask.astype(np.uint8) * 255)
+            write_png(mask_path, mask.astype(np.uint8) * 255)
     (category / "README.txt").write_text(readme)
     (category / SPEC_FILE).write_text(_spec_json(spec))  # written last: marks the folder as complete
     return category
@@ -92,15 +94,6 @@ def _already_generated(category: Path, spec: SyntheticSpec) -> bool:
 
 def _spec_json(spec: SyntheticSpec) -> str:
     return json.dumps(asdict(spec), indent=2) + "\n"
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    """Encode in memory and write the bytes: unlike cv2.imwrite this works with non-ASCII paths."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"cannot encode {path} as PNG")
-    encoded.tofile(path)
 
 
 def _readme(spec: SyntheticSpec) -> str:

@@ -20,7 +20,6 @@ Torch-free: ONNX Runtime and numpy only.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-
 from typing import TYPE_CHECKING
 
 import numpy as np

@@ -23,8 +23,8 @@ from dfr_edge.atomic import atomic_path
 from dfr_edge.bundle import Bundle
 from dfr_edge.data.images import load_images, read_images
 from dfr_edge.data.mvtec import TestArrays, load_test_arrays, open_dataset, require_test_set
-from dfr_edge.evaluate import evaluate
 from dfr_edge.digest import files_digest
+from dfr_edge.evaluate import evaluate
 from dfr_edge.export import fidelity
 from dfr_edge.export.artifacts import save_model, set_metadata
 from dfr_edge.export.fp16 import to_fp16_onnx
