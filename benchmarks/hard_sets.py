@@ -26,7 +26,7 @@ from pathlib import Path
 from dfr_edge import __version__
 from dfr_edge.config import TrainConfig
 from dfr_edge.data.mvtec import load_test_arrays, open_dataset
-from dfr_edge.data.synthetic import HARD_SETS, TEXTURES, HardSetSpec, SyntheticSpec, generate_dataset, generate_hard_set
+from dfr_edge.data.synthetic import TEXTURES, HardSetSpec, SyntheticSpec, generate_dataset, generate_hard_set
 from dfr_edge.evaluate import evaluate
 from dfr_edge.model import AnomalyHead
 from dfr_edge.predict import predict_torch
