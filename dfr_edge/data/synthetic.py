@@ -27,6 +27,13 @@ SPEC_FILE = "spec.json"
 _MAX_ATTEMPTS = 100
 
 
+def _require_counts(spec: SyntheticSpec | HardSetSpec) -> None:
+    """Every split of a generated set needs at least one image."""
+    for name in ("n_train", "n_test_good", "n_test_per_defect"):
+        if getattr(spec, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(spec, name)}")
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
     """Everything that determines the generated files: the same spec always gives the same bytes."""
@@ -43,9 +50,7 @@ class SyntheticSpec:
             raise ValueError(f"unknown texture {self.texture!r}; choose one of {', '.join(TEXTURES)}")
         if not 32 <= self.size <= 512:
             raise ValueError(f"size must be between 32 and 512 (the texture's size), got {self.size}")
-        for name in ("n_train", "n_test_good", "n_test_per_defect"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        _require_counts(self)
 
 
 def generate_dataset(root: Path | str, spec: SyntheticSpec = SyntheticSpec()) -> Path:
@@ -379,9 +384,7 @@ class HardSetSpec:
     def __post_init__(self) -> None:
         if self.name not in HARD_SETS:
             raise ValueError(f"unknown hard set {self.name!r}; choose one of {', '.join(HARD_SETS)}")
-        for name in ("n_train", "n_test_good", "n_test_per_defect"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        _require_counts(self)
 
 
 def generate_hard_set(root: Path | str, spec: HardSetSpec = HardSetSpec()) -> Path:
