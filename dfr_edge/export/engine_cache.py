@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dfr_edge import __version__
 from dfr_edge.atomic import atomic_path
+from dfr_edge.manifest import write_text_atomic
 from dfr_edge.runtime.cuda import DeviceInfo
 from dfr_edge.runtime.tensorrt.engine_info import (
     SIDECAR_SCHEMA,
@@ -53,8 +54,7 @@ def write_sidecar(engine: Path, key: EngineKey, manifest: dict, build: dict, dev
         "build": {**build, "dfr_edge": __version__},
         "dfr": manifest,
     }
-    with atomic_path(sidecar_path(engine)) as tmp:
-        tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
+    write_text_atomic(sidecar_path(engine), json.dumps(sidecar, indent=2) + "\n")
     return sidecar
 
 

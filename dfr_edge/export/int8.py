@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,11 @@ class Int8Source:
     stats: ActivationStats
     workdir: Path
 
+    @cached_property
+    def graph(self) -> onnx.ModelProto:
+        """The shape-inferred graph, read once for all trials (they only need its node names)."""
+        return onnx.load(self.model_path)
+
     def ranges_file(self, method: str) -> Path:
         """ORT's calibration cache for `method`, written once: quantize_static then skips calibration."""
         path = self.workdir / f"ranges-{method}.json"
@@ -168,8 +174,7 @@ def quantize_int8(source: Int8Source, flavour: Int8Flavour, method: str,
     """
     if method not in CALIB_METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIB_METHODS)}")
-    fp32 = onnx.load(source.model_path)
-    excluded = float_nodes(fp32, flavour.float_prefixes) + list(extra_float)
+    excluded = float_nodes(source.graph, flavour.float_prefixes) + list(extra_float)
     with tempfile.TemporaryDirectory(prefix="dfr-int8-trial-") as tmp:
         dst = Path(tmp) / "int8.onnx"
         quantize_static(

@@ -91,15 +91,14 @@ def sensitivities(units: Iterable[str], score: Score) -> dict[str, float]:
     return dict(sorted(shifts.items(), key=lambda item: -item[1]))
 
 
-def choose_float_units(units: Iterable[str], score: Score, budget: FidelityBudget,
-                       full_int8: Fidelity | None = None) -> MixedPrecision:
+def choose_float_units(units: Iterable[str], score: Score, budget: FidelityBudget) -> MixedPrecision:
     """Full INT8 if it is within the budget; otherwise add float units, most sensitive first, until it is.
 
     Never returns a graph beyond the budget silently: if even every unit float misses it, the result says
     so (within_budget False) and the caller refuses.
     """
     units = list(units)
-    first = full_int8 if full_int8 is not None else score(())
+    first = score(())
     trials = [Trial((), first)]
     if first.within(budget):
         return MixedPrecision((), first, budget, trials=trials)
@@ -140,15 +139,19 @@ class MixedInt8:
 def mixed_int8(source: Int8Source, flavour: Int8Flavour, method: str, ref: Reference, budget: FidelityBudget,
                request: str | tuple[str, ...] = "auto") -> MixedInt8:
     """Quantize `flavour` with the requested float units ('auto': the search above) and measure it."""
-    units = quantizable_units(onnx.load(source.model_path), flavour.quantized_ops, flavour.float_prefixes)
+    units = quantizable_units(source.graph, flavour.quantized_ops, flavour.float_prefixes)
     models: dict[tuple[str, ...], onnx.ModelProto] = {}
+    scored: dict[frozenset[str], tuple[onnx.ModelProto, Fidelity]] = {}  # a float set is quantized once
 
     def score(float_units: tuple[str, ...]) -> Fidelity:
-        nodes = tuple(n for u in float_units for n in units[u])
-        models[float_units] = quantize_int8(source, flavour, method, nodes)
-        fidelity = measure(ref, models[float_units])
-        log.info("int8-%s, float %s: map shift %.3f, score shift %.3f", flavour.name, ",".join(float_units) or "-",
-                 fidelity.map_shift, fidelity.score_shift)
+        key = frozenset(float_units)
+        if key not in scored:
+            nodes = tuple(n for u in float_units for n in units[u])
+            model = quantize_int8(source, flavour, method, nodes)
+            scored[key] = model, measure(ref, model)
+            log.info("int8-%s, float %s: map shift %.3f, score shift %.3f", flavour.name,
+                     ",".join(float_units) or "-", scored[key][1].map_shift, scored[key][1].score_shift)
+        models[float_units], fidelity = scored[key]
         return fidelity
 
     if request == "auto":

@@ -16,14 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dfr_edge.atomic import atomic_path
+from dfr_edge.export.engine_cache import engines_dir
+from dfr_edge.export.int8 import CPU_FLAVOUR
+from dfr_edge.export.tensorrt import VARIANT_FILES as ENGINE_VARIANT_FILES
 from dfr_edge.export.triton_readme import REPOSITORY_README
+from dfr_edge.manifest import write_text_atomic
 from dfr_edge.runtime.tensorrt.engine_info import sidecar_path
 from dfr_edge.runtime.triton.model import INPUT, MAP_OUTPUT, SCORE_OUTPUT, ServedModel, parameters
 
 log = logging.getLogger(__name__)
-ENGINE_FOLDER = "engines"  # where dfr-export --engine puts them, each with a JSON sidecar
-VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx",
-                 "int8-cpu": "model.int8-cpu.onnx"}
+VARIANT_FILES = {**ENGINE_VARIANT_FILES, "int8-cpu": CPU_FLAVOUR.filename}
 TRT_PRECISION = {"fp16": "FP16", "int8": "INT8"}
 TRT_CACHE_ROOT = "/trt-cache"  # a volume in the container (see export/triton.md): engines survive restarts
 KEEP_VERSIONS = 1  # Triton serves the newest version; older folders stay on disk for a rollback
@@ -169,7 +171,7 @@ def engine_plans(onnx_file: Path, max_batch: int) -> dict[str, Path]:
     from dfr_edge.digest import sha256_file
     from dfr_edge.runtime.tensorrt.engine_info import engine_key, read_sidecar
 
-    folder = onnx_file.parent / ENGINE_FOLDER
+    folder = engines_dir(onnx_file.parent)  # where dfr-export --engine puts them, each with a JSON sidecar
     if not folder.is_dir():
         return {}
     digest, plans = sha256_file(onnx_file), {}
@@ -226,8 +228,7 @@ def _copy_version(source: Path, target: Path) -> Path:
 
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    write_text_atomic(path, text)
 
 
 def variant_file(bundle: Path, variant: str) -> Path:
