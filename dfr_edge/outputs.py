@@ -81,9 +81,11 @@ def check_bundle_target(out: Path, force: bool, data: Path | None = None) -> Non
 
 def made_from(bundle: Path, data_root: Path) -> bool:
     """True if `bundle` is a dfr-edge bundle trained on data inside `data_root`."""
-    if bundle_problem(bundle):
+    try:
+        meta = manifest.read(Path(bundle) / manifest.MANIFEST_NAME)
+    except manifest.ManifestError:
         return False
-    trained_on = Path(manifest.read(Path(bundle) / manifest.MANIFEST_NAME)["training"].get("data", ""))
+    trained_on = Path(meta["training"].get("data", ""))
     root = Path(data_root).resolve()
     return trained_on == root or root in trained_on.parents
 

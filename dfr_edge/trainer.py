@@ -30,7 +30,6 @@ from dfr_edge.data.mvtec import Dataset
 from dfr_edge.geometry import ASPECT_WARN_RATIO, Geometry, aspect_spread, auto_image_size, model_inputs, predict_frames
 from dfr_edge.model import DFRModel, FeatureExtractor, check_image_size
 from dfr_edge.predict import predict_torch
-from dfr_edge.score_rule import ScoreRule
 from dfr_edge.thresholds import Thresholds, normal_statistics, thresholds_from_normal
 
 log = logging.getLogger(__name__)
@@ -214,7 +213,7 @@ def train(config: TrainConfig, dataset: Dataset) -> TrainResult:
     # Thresholds on whole frames through the same geometry as evaluation and the runtime: stitched
     # tiles, padding and pixels outside a crop left out.
     regions = predict_frames(partial(predict_torch, model), threshold_images, sampled,
-                             score_of=ScoreRule.parse(config.score).of)
+                             score_of=model.head.score_rule.of)
     maps = np.concatenate([r.valid_values() for r in regions])
     scores = np.array([r.score for r in regions], np.float32)
     thresholds = thresholds_from_normal(maps, scores, config.pixel_fpr, config.image_quantile)

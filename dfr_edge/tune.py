@@ -117,7 +117,7 @@ def objective_value(metrics: Metrics, objective: str) -> float:
     return getattr(metrics, objective)
 
 
-def paste_anomalies(images: list[np.ndarray], per_image: int, seed: int, kinds: tuple[str, ...] = ANOMALY_KINDS,
+def paste_anomalies(images: list[np.ndarray], per_image: int, seed: int,
                     strength: tuple[float, float] = (1.0, 1.0)) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
     """Each good image as it is, plus `per_image` copies with one pasted anomaly each (kinds in turn).
 
@@ -132,7 +132,7 @@ def paste_anomalies(images: list[np.ndarray], per_image: int, seed: int, kinds: 
         masks.append(np.zeros(image.shape[:2], bool))
         labels.append("good")
         for _ in range(per_image):
-            kind = kinds[turn % len(kinds)]
+            kind = ANOMALY_KINDS[turn % len(ANOMALY_KINDS)]
             turn += 1
             opacity = rng.uniform(*strength) if strength[0] < strength[1] else strength[0]
             pasted, mask = add_defect(image, kind, rng, opacity)

@@ -9,6 +9,7 @@ import subprocess
 from typing import Any
 
 from dfr_edge.report import machine_info
+from dfr_edge.threads import usable_cores
 
 ENGINE_PACKAGES = ("onnxruntime", "onnxruntime-gpu", "tensorrt", "torch", "tritonclient", "numpy", "opencv-python",
                    "opencv-python-headless")
@@ -40,7 +41,7 @@ def environment() -> dict[str, Any]:
     gpus = _command(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"])
     return {
         **machine_info(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cores": usable_cores(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "gpus": gpus.splitlines() if gpus else [],
         "packages": package_versions(),

@@ -43,15 +43,8 @@ def describe_os_error(exc: OSError) -> str:
     return f"{name}: {exc.strerror or exc}; {OS_REMEDIES.get(exc.errno, 'check the file and the disk')}"
 
 
-def _at_least_one(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=_at_least_one, help="CPU threads (default: the cores not busy with other "
+    parser.add_argument("--threads", type=positive_int, help="CPU threads (default: the cores not busy with other "
                         "processes right now, at least 1; see README)")
 
 

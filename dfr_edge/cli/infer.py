@@ -51,8 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from dfr_edge.outputs import claim_infer_output, writing
 
-    if args.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with writing(args.out, "dfr-infer"):
         claim_infer_output(args.out, args.force)  # before any work: refused runs cost nothing

@@ -54,6 +54,12 @@ def pick_model(bundle: Path, provider: str = "cpu") -> Path:
                             f"export one with `dfr-export {bundle}`, or give the .onnx file itself")
 
 
+def check_images(images: np.ndarray, height: int, width: int) -> None:
+    """What every backend takes: uint8 N x height x width x 3 BGR (the fused graph's input)."""
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (height, width, 3):
+        raise ValueError(f"expected uint8 N x {height} x {width} x 3 BGR images, got {images.dtype} {images.shape}")
+
+
 def load_backend(path: Path | str, **options: Any) -> Backend:
     """Choose the engine from the file type (or a triton:// URL); options go to that engine's loader."""
     from dfr_edge.runtime.triton.client import TritonBackend, is_triton_url

@@ -9,6 +9,7 @@ import numpy as np
 
 from dfr_edge import manifest as manifest_io
 from dfr_edge.errors import UnusableFileError
+from dfr_edge.runtime.backend import check_images
 
 EXPORT_INFO_KEY = "dfr.export"
 DEFAULT_MAX_BATCH = 8  # frames per inference call: bounds memory on CPU, the TensorRT profile's maximum
@@ -104,11 +105,7 @@ class OnnxRuntimeBackend:
         self.max_batch = max_batch
 
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (self.height, self.width, 3):
-            raise ValueError(
-                f"expected uint8 N x {self.height} x {self.width} x 3 BGR images, got {images.dtype} "
-                f"{images.shape}"
-            )
+        check_images(images, self.height, self.width)
         amap, score = self.session.run(["anomaly_map", "score"], {"image": np.ascontiguousarray(images)})
         return amap, score
 

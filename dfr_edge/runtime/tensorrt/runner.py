@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dfr_edge.runtime.backend import check_images
 from dfr_edge.runtime.cuda import CudaApi, CudaGraphUnsupported, load_cuda
 from dfr_edge.runtime.tensorrt import import_tensorrt
 from dfr_edge.runtime.tensorrt.engine_info import check_compatible, engine_key, read_sidecar, rebuild_command
@@ -96,9 +97,7 @@ class TensorRTBackend:
         return Binding(name, host.array, device_ptr)
 
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (self.height, self.width, 3):
-            raise ValueError(f"expected uint8 N x {self.height} x {self.width} x 3 BGR images, got {images.dtype} "
-                             f"{images.shape}")
+        check_images(images, self.height, self.width)
         parts = [self._run(images[i : i + self.max_batch]) for i in range(0, len(images), self.max_batch)]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from dfr_edge.bundle import load_bundle
+from dfr_edge.runtime.backend import check_images
 
 
 class TorchBackend:
@@ -45,9 +46,7 @@ class TorchBackend:
         return self.model.head(features.float(), reconstruction.float())
 
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (self.height, self.width, 3):
-            raise ValueError(f"expected uint8 N x {self.height} x {self.width} x 3 BGR images, got {images.dtype} "
-                             f"{images.shape}")
+        check_images(images, self.height, self.width)
         batch = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
         with torch.inference_mode():
             events = [torch.cuda.Event(enable_timing=True) for _ in range(2)] if self.time_gpu else None

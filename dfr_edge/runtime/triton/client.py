@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from dfr_edge import manifest as manifest_io
+from dfr_edge.runtime.backend import check_images
 from dfr_edge.runtime.triton.model import EXPORT_PARAMETER, INPUT, MANIFEST_PARAMETER, MAP_OUTPUT, SCORE_OUTPUT
 
 log = logging.getLogger(__name__)
@@ -175,9 +176,7 @@ class TritonBackend:
                                          f"{exc}); start it or check the address") from None
 
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (self.height, self.width, 3):
-            raise ValueError(f"expected uint8 N x {self.height} x {self.width} x 3 BGR images, got {images.dtype} "
-                             f"{images.shape}")
+        check_images(images, self.height, self.width)
         images = np.ascontiguousarray(images)
         chunks = [self._infer_chunk(images[i:i + self.max_batch]) for i in range(0, len(images), self.max_batch)]
         return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
