@@ -5,11 +5,16 @@
 For every set (a trained bundle with model.onnx, and its MVTec-layout data): calibrate once (minmax,
 percentile, entropy from one pass), then for both INT8 flavours score against FP32 on the test set
 (pixel AUROC, PRO, image AUROC) and with the fidelity check on the bundle's held-out normal images:
-full INT8 with each calibration method, every trial of the sensitivity search (one unit int8 at a time,
+full INT8 with each calibration method (and minmax at 7-bit weights for the CPU flavour), every trial of the sensitivity search (one unit int8 at a time,
 then the greedy float sets) and the chosen mixed-precision graph, whose speed is timed against FP32 (batch
 1, 2 threads, interleaved rounds). The verdict of the check (within --fidelity-budget or not) is compared
 with the labelled target (loses <= 0.005 pixel AUROC and <= 0.01 PRO). Prints the tables and writes
-benchmarks/results/int8_fidelity.json.
+benchmarks/results/int8_fidelity.json. The CPU flavour's search runs at 8-bit and at 7-bit weights (int8.py);
+every trial of both is a row.
+
+Timing needs a quiet machine, the accuracy part only time: `--rounds 0` skips the timing, and `--speed-only`
+runs just the search (no test set, no calibration-method comparison) and times what it chose, on the held-out
+images.
 """
 
 from __future__ import annotations
@@ -44,17 +49,23 @@ def labelled_ok(deltas: dict) -> bool:
     return deltas["pixel_auroc"] >= -MAX_PIXEL_DROP and deltas["pro"] >= -MAX_PRO_DROP
 
 
-def run_set(name: str, bundle_dir: Path, data: Path, budget: FidelityBudget, rounds: int) -> dict:
+def variant_name(method: str, weight_bits: int, float_units: tuple[str, ...]) -> str:
+    name = method if weight_bits == 8 else f"{method}, {weight_bits}-bit weights"
+    return f"{name}, float {','.join(float_units)}" if float_units else f"full int8, {name}"
+
+
+def run_set(name: str, bundle_dir: Path, data: Path, budget: FidelityBudget, rounds: int,
+            speed_only: bool = False) -> dict:
     bundle = load_bundle(bundle_dir)
     fp32 = onnx.load(bundle_dir / "model.onnx")
     calib, held_out = int8_images(bundle, ExportOptions(int8=True))
     ref = fidelity.reference(fp32, held_out.images, fidelity.NormalThresholds.from_manifest(bundle.manifest))
-    test = load_test_arrays(open_dataset(data), Geometry.from_manifest(bundle.manifest))
+    test = None if speed_only else load_test_arrays(open_dataset(data), Geometry.from_manifest(bundle.manifest))
 
     def labelled(model: onnx.ModelProto) -> dict:
         return evaluate(lambda images: fidelity.run_graph(model, images), test).metrics.to_dict()
 
-    base = labelled(fp32)
+    base = None if speed_only else labelled(fp32)
     rows: list[dict] = []
 
     def add(flavour: str, variant: str, model: onnx.ModelProto, fid: fidelity.Fidelity | None = None) -> None:
@@ -71,18 +82,21 @@ def run_set(name: str, bundle_dir: Path, data: Path, budget: FidelityBudget, rou
     with int8_source(fp32, calib.images) as source:
         calibrate_s = time.perf_counter() - started
         for flavour in FLAVOURS.values():
-            for method in CALIB_METHODS:
-                add(flavour.name, f"full int8, {method}", quantize_int8(source, flavour, method))
+            if not speed_only:
+                for method, bits in [(m, 8) for m in CALIB_METHODS] + [("minmax", b) for b in flavour.weight_bits[1:]]:
+                    add(flavour.name, variant_name(method, bits, ()), quantize_int8(source, flavour, method, (), bits))
             result = mixed_int8(source, flavour, "minmax", ref, budget, "auto")
-            for trial in result.choice.trials[1:]:  # the first is full int8 minmax, already scored
-                add(flavour.name, "minmax, float " + ",".join(trial.float_units), result.models[trial.float_units],
-                    trial.fidelity)
+            for search in result.searches if not speed_only else ():
+                for trial in search.trials:
+                    if trial.float_units:  # full int8 is scored above
+                        add(flavour.name, variant_name("minmax", search.weight_bits, trial.float_units),
+                            result.models[search.weight_bits, trial.float_units], trial.fidelity)
             chosen[flavour.name] = result
-    speed = _speed(fp32, {f: r.model for f, r in chosen.items()}, test.images, rounds)
+    speed = _speed(fp32, {f: r.model for f, r in chosen.items()}, held_out.images, rounds) if rounds else {}
     return {"set": name, "bundle": str(bundle_dir), "data": str(data), "fp32": base, "calibrate_s": calibrate_s,
             "calibration_images": len(calib.paths), "held_out": held_out.record(), "rows": rows,
-            "chosen": {f: {**r.choice.to_dict(), "speed": speed[f]} for f, r in chosen.items()},
-            "fp32_median_ms": speed["fp32"]["median_ms"]}
+            "chosen": {f: {**r.choice.to_dict(), "speed": speed.get(f)} for f, r in chosen.items()},
+            "fp32_median_ms": speed["fp32"]["median_ms"] if speed else None}
 
 
 def _speed(fp32: onnx.ModelProto, models: dict[str, onnx.ModelProto], images: np.ndarray, rounds: int) -> dict:
@@ -99,25 +113,8 @@ def _speed(fp32: onnx.ModelProto, models: dict[str, onnx.ModelProto], images: np
             for name, t in times.items()}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--set", action="append", required=True, metavar="NAME=BUNDLE:DATA",
-                   help="a trained bundle (with model.onnx) and its MVTec-layout data folder")
-    p.add_argument("--fidelity-budget", type=float, default=fidelity.DEFAULT_MAP_SHIFT)
-    p.add_argument("--score-budget", type=float, default=fidelity.DEFAULT_SCORE_SHIFT)
-    p.add_argument("--rounds", type=int, default=30)
-    p.add_argument("--out", type=Path, default=HERE / "results" / "int8_fidelity.json")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    budget = FidelityBudget(args.fidelity_budget, args.score_budget)
-    sets = []
-    for spec in args.set:
-        name, _, paths = spec.partition("=")
-        bundle, _, data = paths.partition(":")
-        print(f"{name}:", flush=True)
-        sets.append(run_set(name, Path(bundle), Path(data), budget, args.rounds))
-
-    rows = [r for s in sets for r in s["rows"]]
+def print_verdicts(rows: list[dict]) -> dict:
+    """The table of every graph, and how well the check's verdicts agree with the labelled target."""
     print(format_table(
         ["set", "flavour", "variant", "d pixel AUROC", "d PRO", "d image AUROC", "map shift", "score shift",
          "pixel FPR (FP32)", "image FPR (FP32)", "fidelity ok", "labelled ok"],
@@ -128,16 +125,46 @@ def main() -> None:
           f"{r['fidelity']['image_fpr']:.3f} ({r['fidelity']['image_fpr_fp32']:.3f})",
           r["fidelity_ok"], r["labelled_ok"]] for r in rows]))
     agree = sum(r["fidelity_ok"] == r["labelled_ok"] for r in rows)
-    rank = spearmanr([r["fidelity"]["map_shift"] for r in rows], [-r["deltas"]["pixel_auroc"] for r in rows])
-    print(f"\nverdicts agree on {agree}/{len(rows)} graphs; Spearman(map shift, pixel AUROC loss) = "
-          f"{rank.statistic:.3f}")
-    print(format_table(["set", "flavour", "float units", "map shift", "median ms", "vs FP32"],
-                       [[s["set"], f, ",".join(c["float_units"]) or "-", f"{c['fidelity']['map_shift']:.3f}",
-                         f"{c['speed']['median_ms']:.2f}", f"{c['speed']['speedup_vs_fp32']:.2f}x"]
+    losses = [-r["deltas"]["pixel_auroc"] for r in rows]
+    rank = {m: spearmanr([r["fidelity"][m] for r in rows], losses).statistic for m in ("map_shift", "score_shift")}
+    print(f"\nverdicts agree on {agree}/{len(rows)} graphs; Spearman with the pixel AUROC loss: map shift "
+          f"{rank['map_shift']:.3f}, score shift {rank['score_shift']:.3f}")
+    return {"verdicts_agree": agree, "graphs": len(rows), "spearman_map_shift_vs_pixel_loss": rank["map_shift"],
+            "spearman_score_shift_vs_pixel_loss": rank["score_shift"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--set", action="append", required=True, metavar="NAME=BUNDLE:DATA",
+                   help="a trained bundle (with model.onnx) and its MVTec-layout data folder")
+    p.add_argument("--fidelity-budget", type=float, default=fidelity.DEFAULT_MAP_SHIFT)
+    p.add_argument("--score-budget", type=float, default=fidelity.DEFAULT_SCORE_SHIFT)
+    p.add_argument("--rounds", type=int, default=30, help="timed rounds; 0 skips the timing")
+    p.add_argument("--speed-only", action="store_true", help="only the search and the timing (no labelled rows)")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "int8_fidelity.json")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    budget = FidelityBudget(args.fidelity_budget, args.score_budget)
+    sets = []
+    for spec in args.set:
+        name, _, paths = spec.partition("=")
+        bundle, _, data = paths.partition(":")
+        print(f"{name}:", flush=True)
+        sets.append(run_set(name, Path(bundle), Path(data), budget, args.rounds, args.speed_only))
+
+    rows = [r for s in sets for r in s["rows"]]
+    record = {"machine": machine_info(), "budget": vars(budget), "targets": {
+        "max_pixel_auroc_drop": MAX_PIXEL_DROP, "max_pro_drop": MAX_PRO_DROP}, "sets": sets}
+    if rows:
+        record.update(print_verdicts(rows))
+    print(format_table(["set", "flavour", "weight bits", "float units", "map shift", "score shift", "median ms",
+                        "vs FP32"],
+                       [[s["set"], f, c["weight_bits"], ",".join(c["float_units"]) or "-",
+                         f"{c['fidelity']['map_shift']:.3f}", f"{c['fidelity']['score_shift']:.3f}",
+                         f"{c['speed']['median_ms']:.2f}" if c["speed"] else "-",
+                         f"{c['speed']['speedup_vs_fp32']:.2f}x" if c["speed"] else "-"]
                         for s in sets for f, c in s["chosen"].items()]))
-    write_json(args.out, {"machine": machine_info(), "budget": vars(budget), "targets": {
-        "max_pixel_auroc_drop": MAX_PIXEL_DROP, "max_pro_drop": MAX_PRO_DROP}, "verdicts_agree": agree,
-        "graphs": len(rows), "spearman_map_shift_vs_pixel_loss": rank.statistic, "sets": sets})
+    write_json(args.out, record)
     print(f"written to {args.out}")
 
 

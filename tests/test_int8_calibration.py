@@ -106,3 +106,19 @@ def test_every_method_quantizes_on_an_odd_count(prepared, odd_count_stats, tmp_p
     for flavour, quantized_op in ((TENSORRT_FLAVOUR, "QuantizeLinear"), (CPU_FLAVOUR, "QLinearConv")):
         model = quantize_int8(source, flavour, method)
         assert any(n.op_type == quantized_op for n in model.graph.node)
+
+
+def test_seven_bit_weights_are_orts_reduced_range(prepared, odd_count_stats, tmp_path):
+    """The CPU flavour's 7-bit weights (ORT reduce_range) stay within [-64, 64]; 8 bits use the full int8 range;
+    a flavour that does not list 7 bits refuses them."""
+    source = Int8Source(prepared, odd_count_stats, tmp_path)
+
+    def largest_conv_weight(bits: int) -> int:
+        model = quantize_int8(source, CPU_FLAVOUR, "minmax", (), bits)
+        inits = {i.name: i for i in model.graph.initializer}
+        weights = [onnx.numpy_helper.to_array(inits[n.input[3]]) for n in model.graph.node if n.op_type == "QLinearConv"]
+        return max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+
+    assert largest_conv_weight(7) <= 64 < largest_conv_weight(8)
+    with pytest.raises(ValueError, match="tensorrt flavour quantizes weights to 8 bits, not 7"):
+        quantize_int8(source, TENSORRT_FLAVOUR, "minmax", (), 7)

@@ -21,8 +21,16 @@ from dfr_edge.data.images import load_images
 from dfr_edge.data.mvtec import open_dataset
 from dfr_edge.export import fidelity
 from dfr_edge.export.fidelity import Fidelity, FidelityBudget, NormalThresholds
+from dfr_edge.export.int8 import CPU_FLAVOUR, TENSORRT_FLAVOUR
 from dfr_edge.export.pipeline import ExportOptions, export_bundle
-from dfr_edge.export.sensitivity import CAE_UNIT, choose_float_units, parse_float_request, quantizable_units, unit_of
+from dfr_edge.export.sensitivity import (
+    CAE_UNIT,
+    choose_float_units,
+    mixed_int8,
+    parse_float_request,
+    quantizable_units,
+    unit_of,
+)
 from dfr_edge.runtime.onnxrt import EXPORT_INFO_KEY
 
 TINY_SIZE = 64
@@ -135,6 +143,64 @@ def test_greedy_says_when_even_all_float_misses_the_budget():
     assert not result.within_budget and set(result.float_units) == {"blocks.0", "cae"}
     record = result.to_dict()
     assert record["within_budget"] is False and record["budget"]["map_shift"] == 0.1
+
+
+@pytest.fixture
+def toy_precisions(monkeypatch):
+    """mixed_int8 on a toy: two units, and per weight precision the map shift each unit adds when it is int8
+    (quantizing and measuring replaced by lookups; the search and the choice between precisions are real)."""
+    from dfr_edge.export import sensitivity
+
+    costs: dict[int, dict[str, float]] = {}
+    quantized: list[tuple[int, tuple[str, ...]]] = []
+    monkeypatch.setattr(sensitivity, "quantizable_units", lambda *args: {"blocks.0": ["blocks.0"], "cae": ["cae"]})
+
+    def quantize(source, flavour, method, nodes, bits):
+        quantized.append((bits, nodes))
+        return bits, nodes
+
+    def measure(ref, model):
+        bits, float_nodes = model
+        return fake_fidelity(sum(c for unit, c in costs[bits].items() if unit not in float_nodes))
+
+    monkeypatch.setattr(sensitivity, "quantize_int8", quantize)
+    monkeypatch.setattr(sensitivity, "measure", measure)
+    return costs, quantized
+
+
+def toy_search(flavour, request="auto"):
+    return mixed_int8(dataclasses.make_dataclass("Src", ["graph"])(None), flavour, "minmax", None,
+                      FidelityBudget(map_shift=0.1), request)
+
+
+def test_seven_bits_are_searched_only_when_eight_bits_need_float_units(toy_precisions):
+    costs, quantized = toy_precisions
+    costs.update({8: {"blocks.0": 0.05, "cae": 0.01}, 7: {"blocks.0": 0.0, "cae": 0.0}})
+    result = toy_search(CPU_FLAVOUR)
+    assert result.choice.weight_bits == 8 and result.choice.float_units == () and quantized == [(8, ())]
+    assert [s.weight_bits for s in result.searches] == [8] and result.model == (8, ())
+
+
+def test_the_precision_needing_fewer_float_units_then_moving_the_maps_less_wins(toy_precisions):
+    costs, _ = toy_precisions
+    costs.update({8: {"blocks.0": 0.5, "cae": 0.08}, 7: {"blocks.0": 0.5, "cae": 0.03}})  # both: blocks.0 float
+    result = toy_search(CPU_FLAVOUR)
+    assert [s.weight_bits for s in result.searches] == [8, 7]
+    assert result.choice.weight_bits == 7 and result.choice.float_units == ("blocks.0",)
+    assert result.model == (7, ("blocks.0",)) and result.choice.to_dict()["weight_bits"] == 7
+    costs.update({7: {"blocks.0": 0.5, "cae": 0.5}})  # 7 bits needs both units float: 8 bits wins
+    assert toy_search(CPU_FLAVOUR).choice.weight_bits == 8
+
+
+def test_a_fixed_request_takes_the_precision_within_budget(toy_precisions):
+    costs, quantized = toy_precisions
+    costs.update({8: {"blocks.0": 0.5, "cae": 0.0}, 7: {"blocks.0": 0.05, "cae": 0.0}})
+    result = toy_search(CPU_FLAVOUR, "none")
+    assert result.choice.weight_bits == 7 and result.choice.within_budget and result.needed is None
+    quantized.clear()
+    result = toy_search(TENSORRT_FLAVOUR, "none")  # 8 bits only: beyond the budget, says what it would need
+    assert {bits for bits, _ in quantized} == {8}
+    assert not result.choice.within_budget and result.needed == ("blocks.0",)
 
 
 def test_units_are_blocks_and_the_cae(tiny_onnx):

@@ -268,6 +268,7 @@ def _quantize_flavours(fp32: onnx.ModelProto, flavours: list[Int8Flavour], calib
 def quantization_record(flavour: Int8Flavour, built: MixedInt8) -> dict:
     return {"flavour": flavour.name, "format": flavour.quant_format.name,
             "activations": flavour.activation_type.name, "weights": flavour.weight_type.name,
+            "weight_bits": built.choice.weight_bits,
             "per_channel": flavour.per_channel, "quantized_ops": list(flavour.quantized_ops),
             "float_nodes": list(flavour.float_prefixes), "float_units": list(built.choice.float_units),
             "tensorrt_lint_skipped": sorted(flavour.lint_ignore)}
