@@ -23,7 +23,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-seed", type=int, default=0)
     p.add_argument("--float-blocks", default="auto",
                    help="INT8 units kept float: 'auto' (fewest that meet --fidelity-budget), 'none', "
-                        "or a list such as blocks.3,cae")
+                        "or a list such as blocks.3,cae; the CPU flavour tries 8-bit, then 7-bit weights")
     p.add_argument("--fidelity-budget", type=finite_float, default=DEFAULT_MAP_SHIFT,
                    help="largest INT8 map error on held-out normal images, where they reach the pixel threshold, as "
                         "a share of the distance from the normal pixel median to it (default %(default)s)")
