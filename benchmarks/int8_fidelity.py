@@ -4,7 +4,7 @@
 
 For every set (a trained bundle with model.onnx, and its MVTec-layout data): calibrate once (minmax,
 percentile, entropy from one pass), then for both INT8 flavours score against FP32 on the test set
-(pixel AUROC, PRO, image AUROC) and with the fidelity check on the bundle's held-out normal images:
+(pixel AUROC, PRO, image AUROC, and the share of good test parts the stored image threshold rejects) and with the fidelity check on the bundle's held-out normal images:
 full INT8 with each calibration method (and minmax at 7-bit weights for the CPU flavour), every trial of the sensitivity search (one unit int8 at a time,
 then the greedy float sets) and the chosen mixed-precision graph, whose speed is timed against FP32 (batch
 1, 2 threads, interleaved rounds). The verdict of the check (within --fidelity-budget or not) is compared
@@ -62,8 +62,12 @@ def run_set(name: str, bundle_dir: Path, data: Path, budget: FidelityBudget, rou
     ref = fidelity.reference(fp32, held_out.images, fidelity.NormalThresholds.from_manifest(bundle.manifest))
     test = None if speed_only else load_test_arrays(open_dataset(data), Geometry.from_manifest(bundle.manifest))
 
+    image_threshold = bundle.manifest["thresholds"]["image"]
+
     def labelled(model: onnx.ModelProto) -> dict:
-        return evaluate(lambda images: fidelity.run_graph(model, images), test).metrics.to_dict()
+        """The metrics, and the share of good test parts the stored image threshold rejects (what AUROC misses)."""
+        result = evaluate(lambda images: fidelity.run_graph(model, images), test)
+        return {**result.metrics.to_dict(), "good_rejected": float(np.mean(result.scores[~test.labels] > image_threshold))}
 
     base = None if speed_only else labelled(fp32)
     rows: list[dict] = []
@@ -117,12 +121,13 @@ def print_verdicts(rows: list[dict]) -> dict:
     """The table of every graph, and how well the check's verdicts agree with the labelled target."""
     print(format_table(
         ["set", "flavour", "variant", "d pixel AUROC", "d PRO", "d image AUROC", "map shift", "score shift",
-         "pixel FPR (FP32)", "image FPR (FP32)", "fidelity ok", "labelled ok"],
+         "pixel FPR (FP32)", "image FPR (FP32)", "good test parts rejected", "fidelity ok", "labelled ok"],
         [[r["set"], r["flavour"], r["variant"],
           f"{r['deltas']['pixel_auroc']:+.4f}", f"{r['deltas']['pro']:+.4f}", f"{r['deltas']['image_auroc']:+.4f}",
           f"{r['fidelity']['map_shift']:.3f}", f"{r['fidelity']['score_shift']:.3f}",
           f"{r['fidelity']['pixel_fpr']:.4f} ({r['fidelity']['pixel_fpr_fp32']:.4f})",
           f"{r['fidelity']['image_fpr']:.3f} ({r['fidelity']['image_fpr_fp32']:.3f})",
+          f"{r['good_rejected']:.3f} ({r['good_rejected'] - r['deltas']['good_rejected']:.3f})",
           r["fidelity_ok"], r["labelled_ok"]] for r in rows]))
     agree = sum(r["fidelity_ok"] == r["labelled_ok"] for r in rows)
     losses = [-r["deltas"]["pixel_auroc"] for r in rows]
