@@ -8,7 +8,7 @@ that this order can give. The scoring function is passed in, so the search is in
 trial is quantized and measured (and testable without quantizing anything). A flavour that allows more than one
 weight precision (the CPU flavour: 8 and 7 bits) is searched at each, and the best search wins: within the
 budget, then the fewest float units, then the smallest map shift. Which precision a dataset wants is measured,
-not assumed: 7 bits kept bottle-dark20 within the targets with blocks.0 float and lost 0.16 PRO on bottle
+not assumed: 7 bits kept full INT8 within the targets on bottle-dark20 and lost 0.16 PRO on bottle
 (benchmarks/README.md, int8_fidelity.py).
 """
 
