@@ -188,7 +188,7 @@ def mixed_int8(source: Int8Source, flavour: Int8Flavour, method: str, ref: Refer
     for bits in flavour.weight_bits:
         searches.append(search(bits) if request == "auto" else as_requested(bits))
         if searches[-1].within_budget and searches[-1].float_units == fixed:
-            break  # nothing kept float beyond the request: no other precision can do better
+            break  # nothing float beyond the request: the preferred (earlier) precision stands
     choice = best(searches)
     needed = None
     if not choice.within_budget:
