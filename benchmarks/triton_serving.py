@@ -9,6 +9,8 @@ than 1 x 2 threads; max batch 8, the default 2 ms queue delay) and measures, cli
   (max abs difference);
 - batch-1 latency, model only (frames already at model size): a local session (same threads) and the
   server over HTTP, gRPC and gRPC + shared memory, interleaved per round; medians, overhead = minus local;
+  and where the served requests spent their time by the server's own statistics (queue, input,
+  inference in the Python-backend stub, output: means per request over those rounds);
 - throughput of 4 concurrent gRPC + shared-memory clients sending single frames, against the best
   local throughput on the same cores (2 sessions x 1 thread in 2 threads, or 1 session x 2 threads at
   batch 8), and the batch sizes the server formed (its statistics).
@@ -76,11 +78,30 @@ def parallel_throughput(workers: list, frames: np.ndarray, batch: int, seconds: 
     return sum(counts) / (time.perf_counter() - began)
 
 
-def batch_histogram(server: ServeProcess) -> dict[int, int]:
+def statistics_of(server: ServeProcess) -> dict:
     import tritonclient.grpc as grpcclient
 
-    stats = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}").get_inference_statistics("dfr", as_json=True)
-    return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats["model_stats"][0]["batch_stats"]}
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}")
+    return client.get_inference_statistics("dfr", as_json=True)["model_stats"][0]
+
+
+def batch_histogram(server: ServeProcess) -> dict[int, int]:
+    return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in statistics_of(server)["batch_stats"]}
+
+
+STAGES = ("success", "queue", "compute_input", "compute_infer", "compute_output")
+
+
+def stage_totals(server: ServeProcess) -> dict[str, tuple[int, int]]:
+    """(count, ns) per stage of Triton's inference statistics: success = request received to response sent."""
+    stats = statistics_of(server)["inference_stats"]
+    return {k: (int(stats[k].get("count", 0)), int(stats[k].get("ns", 0))) for k in STAGES}
+
+
+def stage_ms(before: dict, after: dict) -> dict[str, float]:
+    """Mean milliseconds per request in each stage between two stage_totals()."""
+    requests = after["success"][0] - before["success"][0]
+    return {k: (after[k][1] - before[k][1]) / requests / 1e6 for k in STAGES}
 
 
 def main() -> None:
@@ -115,8 +136,10 @@ def main() -> None:
                 parity[protocol] = {"map_max_abs": float(np.abs(rmap - lmap).max()),
                                     "score_max_abs": float(np.abs(rscore - lscore).max())}
             latency_ms({"warm-up": remote["grpc"].infer}, frames, 5)
+            stages_before = stage_totals(server)
             latency = latency_ms({"local": local.infer, **{k: b.infer for k, b in remote.items()}}, frames,
                                  args.rounds)
+            server_ms = stage_ms(stages_before, stage_totals(server))
             before = batch_histogram(server)
             clients = [TritonBackend(server.url(), shared_memory=True).infer for _ in range(CLIENTS)]
             served = parallel_throughput(clients, frames, 1, args.seconds)
@@ -135,6 +158,8 @@ def main() -> None:
              f"{parity['images']} test images"] for k, v in parity.items() if k != "images"]
     rows += [[f"batch-1 latency {k}", f"{v:.2f} ms", "" if k == "local" else f"overhead {v - latency['local']:+.2f} ms"]
              for k, v in latency.items()]
+    rows += [[f"server side, {k}", f"{v:.2f} ms", "mean per batch-1 request (Triton statistics)"]
+             for k, v in server_ms.items()]
     rows += [[f"local throughput, {k}", f"{v:.1f} img/s", ""] for k, v in local_best.items()]
     rows.append([f"served throughput, {CLIENTS} clients", f"{served:.1f} img/s",
                  f"{served / best:.0%} of best local; batches formed {batches}"])
@@ -142,11 +167,12 @@ def main() -> None:
     write_json(args.out, {
         "benchmark": "triton_serving", "dfr_edge": __version__, "machine": machine_info(),
         "model": str(args.model), "data": str(args.data), "frame": [local.height, local.width],
-        "server": f"dfr-serve (PyTriton), {args.instances} instance(s) x {args.threads} ONNX Runtime "
-                  f"thread(s), max batch 8",
+        "server": f"dfr-serve (tritonserver, Python backend stub running ONNX Runtime), {args.instances} "
+                  f"instance(s) x {args.threads} ONNX Runtime thread(s), max batch 8",
         "queue_delay_us": args.queue_delay_us,
         "parity": parity, "latency_ms_median": latency,
         "overhead_ms": {k: v - latency["local"] for k, v in latency.items() if k != "local"},
+        "server_side_ms_per_request": server_ms,
         "throughput_img_s": {"served_4_clients": served, **local_best}, "served_vs_best_local": served / best,
         "batch_sizes_formed": batches, "rounds": args.rounds, "seconds": args.seconds,
         "load_average_1_5_15_min_at_end": os.getloadavg(),  # the machine is shared: how busy it was

@@ -1,44 +1,49 @@
-"""dfr-serve's work: a real Triton server on this machine, without Docker, through NVIDIA PyTriton.
+"""dfr-serve's work: a real Triton server on this machine, without Docker.
 
-PyTriton's wheel carries `tritonserver` and its Python backend; the served function runs our ONNX
-Runtime backend. Model name, I/O names, batching and the dfr.json parameter are the ones the
-repository export writes (`dfr_edge.runtime.triton.model`), so clients cannot tell the two apart.
+It starts the `tritonserver` binary from NVIDIA PyTriton's wheel on a model repository it generates
+(`dfr_edge.serve_repository`): the repository export's config with the Python backend, whose stub
+process runs our ONNX Runtime backend itself (`dfr_edge.serve_model`). Model name, I/O names, batching
+and the dfr.json parameter are the export's, so clients cannot tell the two apart. PyTriton's own
+serving path (stub -> socket -> a proxy in this process) cost ~6-9 ms per request here and is not used.
 Needs the `serve` extra (nvidia-pytriton: numpy < 2, glibc >= 2.35).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
+import sys
 import sysconfig
-import threading
+import tempfile
 import time
-from collections.abc import Callable
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from dfr_edge.runtime.onnxrt import OnnxRuntimeBackend
-from dfr_edge.runtime.triton.model import (
-    DEFAULT_MAX_BATCH,
-    DEFAULT_NAME,
-    DEFAULT_QUEUE_DELAY_US,
-    INPUT,
-    MAP_OUTPUT,
-    SCORE_OUTPUT,
-    ServedModel,
-    parameters,
+from dfr_edge.runtime.triton.model import DEFAULT_MAX_BATCH, DEFAULT_NAME, DEFAULT_QUEUE_DELAY_US, ServedModel
+from dfr_edge.serve_repository import (
+    StubSettings,
+    TritonDistribution,
+    triton_distribution,
+    write_backends,
+    write_repository,
 )
 
 log = logging.getLogger(__name__)
-# Endpoints a client may not use without PyTriton's token: loading/unloading models, tracing, logging.
-# Shared memory and statistics stay open, as on a plain tritonserver, for local clients and metrics.
-RESTRICTED_ENDPOINTS = ["model-repository", "trace", "logging"]
-START_ATTEMPTS = 3  # only --instances > 1 retries (see Server.__init__)
+# Endpoints a client may not use without the server's random token: loading/unloading models, tracing,
+# logging. Shared memory and statistics stay open, as on a plain tritonserver, for local clients and metrics.
+RESTRICTED_ENDPOINTS = "model-repository,trace,logging"
+ACCESS_HEADER = "triton-access-token"
+# The Python backend's shared memory with its stubs: room for a batch of 8 frames and maps at 256x256
+# from the start, so the first requests do not grow the region.
+BACKEND_SHM_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -80,124 +85,112 @@ def python_library_dir() -> str:
     return libdir
 
 
-def use_python_library() -> None:
-    """Put this interpreter's libpython first on the library path the tritonserver child inherits."""
-    libdir = python_library_dir()
-    paths = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p and p != libdir]
-    os.environ["LD_LIBRARY_PATH"] = ":".join([libdir, *paths])
+def _first_on_path(first: str, value: str | None) -> str:
+    return ":".join([first, *[p for p in (value or "").split(":") if p and p != first]])
 
 
-def _import_pytriton():
-    try:
-        from pytriton.decorators import batch
-        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-        from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
-    except ImportError as exc:
-        raise ImportError(f"dfr-serve needs NVIDIA PyTriton: pip install 'dfr-edge[serve]' ({exc})") from exc
-    return batch, DynamicBatcher, ModelConfig, Tensor, Triton, TritonConfig, TritonSecurityConfig
+def server_environment(distribution: TritonDistribution, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment tritonserver and its stubs inherit.
+
+    The stub links `libpython3.x.so` by name: under pyenv or any non-system Python it would pick up
+    another one (an obscure AttributeError at model load), so this interpreter's LIBDIR comes first.
+    The stub's embedded Python finds its prefix (this venv, with onnxruntime) through PATH.
+    """
+    env = dict(os.environ if base is None else base)
+    env["LD_LIBRARY_PATH"] = _first_on_path(python_library_dir(), env.get("LD_LIBRARY_PATH"))
+    env["LD_LIBRARY_PATH"] += f":{distribution.libraries}"
+    env["PATH"] = _first_on_path(str(Path(sys.executable).parent), env.get("PATH"))
+    return env
 
 
-def infer_function(backend: OnnxRuntimeBackend, batch: Callable) -> Callable:
-    """One model instance: a batch of frames through the local backend, the score served as N x 1."""
-
-    @batch
-    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
-        amap, score = backend.infer(inputs[INPUT])
-        return {MAP_OUTPUT: amap, SCORE_OUTPUT: score.reshape(-1, 1)}
-
-    return infer
-
-
-def _add_parameters(triton, name: str, values: dict[str, str]) -> None:
-    """dfr.json into the served config's parameters (PyTriton 0.7 has no public hook for it)."""
-    for model in triton._model_manager.models:
-        if model.model_name == name:
-            model._get_triton_model_config().backend_parameters.update(values)
-            return
-    raise RuntimeError(f"PyTriton did not register model {name!r}")  # pragma: no cover
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """tritonserver gets SIGTERM when dfr-serve dies, even by SIGKILL: no orphan keeps the ports."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Server:
-    """A started PyTriton server for one exported model; `stop()` shuts it down."""
+    """A started tritonserver serving one exported model; `stop()` shuts it down."""
 
     def __init__(self, path: Path, options: ServeOptions):
-        _import_pytriton()  # fail on a missing extra before loading anything
-        use_python_library()
+        distribution = triton_distribution()  # fail on a missing extra before loading anything
         self.path = model_file(path)
-        # Instances share the cores: idle ones must not spin on them.
-        backends = [OnnxRuntimeBackend(self.path, provider=options.provider, threads=options.threads,
-                                       max_batch=options.max_batch, spin=False) for _ in range(options.instances)]
-        first = backends[0]
-        self.model = ServedModel(options.name, first.height, first.width, options.max_batch,
-                                 options.queue_delay_us, options.instances)
         self.options = options
-        self.backend_name = first.name
-        self._backends = backends
-        for attempt in range(1, START_ATTEMPTS + 1):
-            self._triton = self._bind(first)
-            try:
-                self._start(options.start_timeout_s)
-                return
-            except RuntimeError as exc:
-                # PyTriton 0.7 gives the 2nd..Kth instance 1 s to find the first one's handshake socket;
-                # on a busy machine that race is often lost: start afresh a few times, then give up.
-                if attempt == START_ATTEMPTS or options.instances == 1 or "config.sock" not in str(exc):
-                    raise
-                log.warning("PyTriton's instance handshake timed out (a busy CPU); starting the server again")
-
-    def _bind(self, first: OnnxRuntimeBackend):
-        batch, DynamicBatcher, ModelConfig, Tensor, Triton, TritonConfig, TritonSecurityConfig = _import_pytriton()
-        o = self.options
-        config = TritonConfig(http_port=o.http_port, grpc_port=o.grpc_port, metrics_port=o.metrics_port,
-                              exit_on_error=True)
-        triton = Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=RESTRICTED_ENDPOINTS))
-        h, w = self.model.height, self.model.width
-        triton.bind(
-            model_name=self.model.name,
-            infer_func=[infer_function(b, batch) for b in self._backends],
-            inputs=[Tensor(name=INPUT, dtype=np.uint8, shape=(h, w, 3))],
-            outputs=[Tensor(name=MAP_OUTPUT, dtype=np.float32, shape=(h, w)),
-                     Tensor(name=SCORE_OUTPUT, dtype=np.float32, shape=(1,))],
-            config=ModelConfig(max_batch_size=self.model.max_batch_size,
-                               batcher=DynamicBatcher(max_queue_delay_microseconds=self.model.queue_delay_us)),
-            strict=True,
-        )
-        _add_parameters(triton, self.model.name, parameters(first.manifest, first.export_info))
-        return triton
-
-    def _start(self, timeout_s: float) -> None:
-        """Start tritonserver and load the model; a stub that hangs becomes a clear error, not a hang.
-
-        run() stays on this thread: tritonserver gets SIGTERM when the thread that started it ends.
-        """
-        watchdog = threading.Timer(timeout_s, self._triton.stop)  # ends a hung start: run() then raises
-        watchdog.daemon = True
-        watchdog.start()
+        # Load it here once: a bad file or provider is a clear error now, not a line in the server log.
+        backend = OnnxRuntimeBackend(self.path, provider=options.provider, threads=options.threads,
+                                     max_batch=options.max_batch, spin=False)
+        self.backend_name = backend.name
+        self.model = ServedModel(options.name, backend.height, backend.width, options.max_batch,
+                                 options.queue_delay_us, options.instances)
+        self._workdir = tempfile.TemporaryDirectory(prefix="dfr-serve-")
+        work = Path(self._workdir.name)
+        repository = write_repository(work / "models", self.model, backend.manifest, backend.export_info,
+                                      StubSettings(self.path, options.provider, options.threads, options.max_batch))
+        command = self._command(distribution, repository, write_backends(work / "backends", distribution))
+        # dfr-serve starts no thread before this point, which preexec_fn needs
+        self._process = subprocess.Popen(command, env=server_environment(distribution), stdin=subprocess.DEVNULL,
+                                         preexec_fn=_die_with_parent)  # noqa: PLW1509
         try:
-            self._triton.run()
-        except Exception as exc:  # noqa: BLE001 - PyTriton raises several unrelated types here
+            self._wait_ready(options.start_timeout_s)
+        except BaseException:
             self.stop()
-            reason = f"the model did not load within {timeout_s:g} s" if not watchdog.is_alive() else str(exc)
-            raise RuntimeError(
-                f"Triton could not serve {self.path}: {reason}. The Python backend stub needs this "
-                f"interpreter's libpython ({python_library_dir()}, put on LD_LIBRARY_PATH) and free ports "
-                f"{self.options.http_port}/{self.options.grpc_port}/{self.options.metrics_port}; the server "
-                f"log above says more"
-            ) from None
-        finally:
-            watchdog.cancel()
+            raise
+
+    def _command(self, distribution: TritonDistribution, repository: Path, backends: Path) -> list[str]:
+        o = self.options
+        restricted = f"{RESTRICTED_ENDPOINTS}:{ACCESS_HEADER}={secrets.token_urlsafe(32)}"
+        return [str(distribution.server), f"--model-repository={repository}", f"--backend-directory={backends}",
+                f"--cache-directory={distribution.caches}", f"--http-port={o.http_port}",
+                f"--grpc-port={o.grpc_port}", f"--metrics-port={o.metrics_port}", "--exit-on-error=true",
+                "--disable-auto-complete-config", "--strict-readiness=true",
+                # one region prefix per server: several servers on one host must not share regions
+                f"--backend-config=python,shm-region-prefix-name=dfr{os.getpid()}x{secrets.token_hex(4)}",
+                f"--backend-config=python,shm-default-byte-size={BACKEND_SHM_BYTES}",
+                f"--grpc-restricted-protocol={restricted}", f"--http-restricted-api={restricted}"]
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        """Until the model answers ready; a server that exits or a stub that hangs becomes a clear error."""
+        o = self.options
+        url = f"http://127.0.0.1:{o.http_port}/v2/models/{self.model.name}/ready"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            code = self._process.poll()
+            if code is not None:
+                reason = f"tritonserver exited with status {code} while loading the model"
+                break
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                reason = f"the model did not load within {timeout_s:g} s"
+                break
+            time.sleep(0.2)
+        raise RuntimeError(
+            f"Triton could not serve {self.path}: {reason}. The Python backend stub needs this interpreter's "
+            f"libpython ({python_library_dir()}, put on LD_LIBRARY_PATH) and free ports "
+            f"{o.http_port}/{o.grpc_port}/{o.metrics_port}; the server log above says more"
+        )
 
     def wait(self, poll_s: float = 1.0) -> bool:
         """Serve until interrupted (KeyboardInterrupt) or until the server dies; True if it died."""
         try:
-            while self._triton.is_alive():
+            while self._process.poll() is None:
                 time.sleep(poll_s)
             return True
         finally:
             self.stop()
 
     def stop(self) -> None:
-        self._triton.stop()
+        """SIGTERM (Triton unloads the model and ends the stubs), a kill after 30 s; safe to call twice."""
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._workdir.cleanup()
 
 
 def free_ports(count: int) -> list[int]:

@@ -19,32 +19,14 @@ from dfr_edge.atomic import atomic_path
 from dfr_edge.export.engine_cache import engines_dir
 from dfr_edge.export.int8 import CPU_FLAVOUR
 from dfr_edge.export.tensorrt import VARIANT_FILES as ENGINE_VARIANT_FILES
+from dfr_edge.export.triton_config import RepositoryOptions, io_fields, model_config, to_pbtxt
 from dfr_edge.export.triton_readme import REPOSITORY_README
 from dfr_edge.manifest import write_text_atomic
 from dfr_edge.runtime.tensorrt.engine_info import sidecar_path
-from dfr_edge.runtime.triton.model import INPUT, MAP_OUTPUT, SCORE_OUTPUT, ServedModel, parameters
+from dfr_edge.runtime.triton.model import ServedModel
 
 log = logging.getLogger(__name__)
 VARIANT_FILES = {**ENGINE_VARIANT_FILES, "int8-cpu": CPU_FLAVOUR.filename}
-TRT_PRECISION = {"fp16": "FP16", "int8": "INT8"}
-TRT_CACHE_ROOT = "/trt-cache"  # a volume in the container (see export/triton.md): engines survive restarts
-KEEP_VERSIONS = 1  # Triton serves the newest version; older folders stay on disk for a rollback
-
-
-@dataclass(frozen=True)
-class RepositoryOptions:
-    model: ServedModel
-    kind: str = "gpu"  # instance_group kind: "gpu" or "cpu"
-    trt_accelerator: str | None = None  # "fp16" / "int8": ONNX Runtime's TensorRT execution provider
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("gpu", "cpu"):
-            raise ValueError(f"--kind must be gpu or cpu, got {self.kind!r}")
-        if self.trt_accelerator is not None:
-            if self.trt_accelerator not in TRT_PRECISION:
-                raise ValueError(f"--trt-accelerator must be one of {', '.join(TRT_PRECISION)}")
-            if self.kind != "gpu":
-                raise ValueError("--trt-accelerator needs --kind gpu (TensorRT runs on the GPU only)")
 
 
 @dataclass
@@ -53,88 +35,6 @@ class RepositoryExport:
     model_file: Path
     version: int
     plan_config: Path | None = None
-
-
-class Word(str):
-    """An enum value or keyword, written bare in protobuf text format (TYPE_UINT8, KIND_GPU)."""
-
-
-def to_pbtxt(message: dict, indent: str = "") -> str:
-    """Protobuf text format for a dict of fields: dicts are messages, lists of dicts repeated messages."""
-    lines = []
-    for key, value in message.items():
-        items = value if isinstance(value, list) and value and isinstance(value[0], dict) else [value]
-        for item in items:
-            if isinstance(item, dict):
-                lines.append(f"{indent}{key} {{\n{to_pbtxt(item, indent + '  ')}{indent}}}")
-            else:
-                lines.append(f"{indent}{key}: {_scalar(item)}")
-    return "".join(line + "\n" for line in lines)
-
-
-def _scalar(value) -> str:
-    if isinstance(value, list):
-        return "[" + ", ".join(_scalar(v) for v in value) + "]"
-    if isinstance(value, Word):
-        return str(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
-
-
-def io_fields(model: ServedModel) -> dict:
-    """Inputs and outputs as clients see them; the graph's per-image scalar score is served as [1]."""
-    return {
-        "input": [{"name": INPUT, "data_type": Word("TYPE_UINT8"), "format": Word("FORMAT_NONE"),
-                   "dims": [model.height, model.width, 3]}],
-        "output": [{"name": MAP_OUTPUT, "data_type": Word("TYPE_FP32"), "dims": [model.height, model.width]},
-                   {"name": SCORE_OUTPUT, "data_type": Word("TYPE_FP32"), "dims": [1], "reshape": {"shape": []}}],
-    }
-
-
-def model_config(options: RepositoryOptions, manifest: dict, export_info: dict, *,
-                 plan_files: dict[str, str] | None = None) -> str:
-    """config.pbtxt for the ONNX Runtime backend, or for tensorrt_plan when plan_files {cc: file} is given."""
-    model = options.model
-    fields: dict = {"name": model.name + ("_trt" if plan_files else "")}
-    if plan_files:
-        fields["platform"] = "tensorrt_plan"
-        fields["cc_model_filenames"] = [{"key": cc, "value": name} for cc, name in sorted(plan_files.items())]
-    else:
-        fields["backend"] = "onnxruntime"
-    fields["max_batch_size"] = model.max_batch_size
-    fields.update(io_fields(model))
-    fields["version_policy"] = {"latest": {"num_versions": KEEP_VERSIONS}}
-    fields["dynamic_batching"] = {"max_queue_delay_microseconds": model.queue_delay_us}
-    kind = "gpu" if plan_files else options.kind
-    fields["instance_group"] = [{"count": model.instances, "kind": Word(f"KIND_{kind.upper()}")}]
-    if options.trt_accelerator and not plan_files:
-        fields["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [
-            {"name": "tensorrt", "parameters": _trt_parameters(options)}]}}
-    fields["parameters"] = [{"key": k, "value": {"string_value": v}}
-                            for k, v in parameters(manifest, export_info).items()]
-    return to_pbtxt(fields)
-
-
-def _trt_parameters(options: RepositoryOptions) -> list[dict]:
-    model = options.model
-    frame = f"{model.height}x{model.width}x3"
-    cache = f"{TRT_CACHE_ROOT}/{model.name}"
-    values = {
-        "precision_mode": TRT_PRECISION[options.trt_accelerator],
-        "max_workspace_size_bytes": str(1 << 30),
-        "trt_engine_cache_enable": "1",
-        "trt_engine_cache_path": cache,
-        "trt_timing_cache_enable": "1",
-        "trt_timing_cache_path": cache,
-        "trt_profile_min_shapes": f"{INPUT}:1x{frame}",
-        "trt_profile_opt_shapes": f"{INPUT}:{model.max_batch_size}x{frame}",
-        "trt_profile_max_shapes": f"{INPUT}:{model.max_batch_size}x{frame}",
-    }
-    return [{"key": k, "value": v} for k, v in values.items()]
 
 
 def read_served_model(path: Path) -> tuple[dict, dict]:

@@ -1,6 +1,6 @@
 """What a dfr-edge model looks like on a Triton server (contract 5), shared by export, server and client.
 
-The repository export (`dfr_edge.export.triton`), the PyTriton server (`dfr_edge.serve`) and the
+The repository export (`dfr_edge.export.triton`), dfr-serve (`dfr_edge.serve`) and the
 client backend all read these names, so a client cannot tell a repository model from a dfr-serve one.
 """
 
