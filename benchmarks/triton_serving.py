@@ -4,13 +4,16 @@
 
 Run it with the serve venv's python (PyTriton and tritonclient[all]: see README "Scale-out"); it starts
 dfr-serve itself on free ports (by default 2 instances x 1 ONNX Runtime thread, which served better here
-than 1 x 2 threads; max batch 8, the default 2 ms queue delay) and measures, client and server on this machine:
+than 1 x 2 threads; max batch 8, dfr-serve's default queue delay 0) and measures, client and server on this
+machine:
 - parity: every test image of --data through HTTP, gRPC and gRPC + shared memory vs local ONNX Runtime
   (max abs difference);
 - batch-1 latency, model only (frames already at model size): a local session (same threads) and the
   server over HTTP, gRPC and gRPC + shared memory, interleaved per round; medians, overhead = minus local;
   and where the served requests spent their time by the server's own statistics (queue, input,
-  inference in the Python-backend stub, output: means per request over those rounds);
+  inference in the Python-backend stub, output: means per request over those rounds), and the CPU
+  time each process on the path spends per sequential gRPC + shared-memory request (the client,
+  tritonserver, the stubs) against a local call's: on 2 cores every such millisecond is latency;
 - throughput of 4 concurrent gRPC + shared-memory clients sending single frames, against the best
   local throughput on the same cores (2 sessions x 1 thread in 2 threads, or 1 session x 2 threads at
   batch 8), and the batch sizes the server formed (its statistics).
@@ -36,7 +39,7 @@ from dfr_edge.geometry import Geometry
 from dfr_edge.report import format_table, machine_info, write_json
 from dfr_edge.runtime.onnxrt import OnnxRuntimeBackend
 from dfr_edge.runtime.triton.client import TritonBackend
-from dfr_edge.runtime.triton.model import DEFAULT_QUEUE_DELAY_US
+from dfr_edge.runtime.triton.model import SERVE_QUEUE_DELAY_US
 from dfr_edge.serve import ServeProcess
 
 HERE = Path(__file__).resolve().parent
@@ -104,6 +107,34 @@ def stage_ms(before: dict, after: dict) -> dict[str, float]:
     return {k: (after[k][1] - before[k][1]) / requests / 1e6 for k in STAGES}
 
 
+def children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+def process_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def cpu_ms_per_request(server: ServeProcess, runners: dict, frames: np.ndarray, rounds: int) -> dict[str, float]:
+    """CPU milliseconds per batch-1 request: this process (the local session with its threads, or the
+    client with gRPC's), then tritonserver and its stubs (children of dfr-serve) while the served runner
+    ran. The runners take turns, not interleaved: only one of them works at a time. /proc ticks are 10 ms."""
+    (triton,) = children(server.process.pid)
+    stubs = children(triton)
+    result = {}
+    for name, infer in runners.items():
+        before = time.process_time(), process_cpu_s(triton), sum(map(process_cpu_s, stubs))
+        for r in range(rounds):
+            infer(frames[r % len(frames)][None])
+        after = time.process_time(), process_cpu_s(triton), sum(map(process_cpu_s, stubs))
+        result[f"{name}, this process"] = (after[0] - before[0]) / rounds * 1e3
+        if name != "local":
+            result["tritonserver"] = (after[1] - before[1]) / rounds * 1e3
+            result["stubs (ONNX Runtime inside)"] = (after[2] - before[2]) / rounds * 1e3
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="exported ONNX file to serve")
@@ -112,7 +143,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="length of each throughput run")
     p.add_argument("--instances", type=int, default=2, help="served model instances")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per served instance (and local)")
-    p.add_argument("--queue-delay-us", type=int, default=DEFAULT_QUEUE_DELAY_US,
+    p.add_argument("--queue-delay-us", type=int, default=SERVE_QUEUE_DELAY_US,
                    help="dfr-serve's batching wait (0: latency of the serving path alone)")
     p.add_argument("--serve-python", default=sys.executable, help="python that has dfr-edge[serve]")
     p.add_argument("--out", type=Path, default=HERE / "results" / "triton_serving.json")
@@ -140,6 +171,8 @@ def main() -> None:
             latency = latency_ms({"local": local.infer, **{k: b.infer for k, b in remote.items()}}, frames,
                                  args.rounds)
             server_ms = stage_ms(stages_before, stage_totals(server))
+            cpu_ms = cpu_ms_per_request(server, {"local": local.infer, "grpc+shm": remote["grpc+shm"].infer}, frames,
+                                        max(args.rounds, 60))
             before = batch_histogram(server)
             clients = [TritonBackend(server.url(), shared_memory=True).infer for _ in range(CLIENTS)]
             served = parallel_throughput(clients, frames, 1, args.seconds)
@@ -160,6 +193,8 @@ def main() -> None:
              for k, v in latency.items()]
     rows += [[f"server side, {k}", f"{v:.2f} ms", "mean per batch-1 request (Triton statistics)"]
              for k, v in server_ms.items()]
+    rows += [[f"CPU time, {k}", f"{v:.2f} ms", "per sequential batch-1 request (/proc, 10 ms ticks)"]
+             for k, v in cpu_ms.items()]
     rows += [[f"local throughput, {k}", f"{v:.1f} img/s", ""] for k, v in local_best.items()]
     rows.append([f"served throughput, {CLIENTS} clients", f"{served:.1f} img/s",
                  f"{served / best:.0%} of best local; batches formed {batches}"])
@@ -172,7 +207,7 @@ def main() -> None:
         "queue_delay_us": args.queue_delay_us,
         "parity": parity, "latency_ms_median": latency,
         "overhead_ms": {k: v - latency["local"] for k, v in latency.items() if k != "local"},
-        "server_side_ms_per_request": server_ms,
+        "server_side_ms_per_request": server_ms, "cpu_ms_per_request": cpu_ms,
         "throughput_img_s": {"served_4_clients": served, **local_best}, "served_vs_best_local": served / best,
         "batch_sizes_formed": batches, "rounds": args.rounds, "seconds": args.seconds,
         "load_average_1_5_15_min_at_end": os.getloadavg(),  # the machine is shared: how busy it was

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dfr_edge.runtime.onnxrt import OnnxRuntimeBackend
-from dfr_edge.runtime.triton.model import DEFAULT_MAX_BATCH, DEFAULT_NAME, DEFAULT_QUEUE_DELAY_US, ServedModel
+from dfr_edge.runtime.triton.model import DEFAULT_MAX_BATCH, DEFAULT_NAME, SERVE_QUEUE_DELAY_US, ServedModel
 from dfr_edge.serve_repository import (
     StubSettings,
     TritonDistribution,
@@ -54,7 +54,7 @@ class ServeOptions:
     metrics_port: int = 8002
     max_batch: int = DEFAULT_MAX_BATCH
     instances: int = 1
-    queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
+    queue_delay_us: int = SERVE_QUEUE_DELAY_US
     provider: str = "cpu"
     threads: int | None = None  # ONNX Runtime intra-op threads per instance
     start_timeout_s: float = 120.0

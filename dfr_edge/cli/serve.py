@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from dfr_edge.cli.common import run_main
-from dfr_edge.runtime.triton.model import DEFAULT_MAX_BATCH, DEFAULT_NAME, DEFAULT_QUEUE_DELAY_US
+from dfr_edge.runtime.triton.model import DEFAULT_MAX_BATCH, DEFAULT_NAME, SERVE_QUEUE_DELAY_US
 
 
 def parser() -> argparse.ArgumentParser:
@@ -25,8 +25,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics (/metrics)")
     p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="largest batch the server forms")
     p.add_argument("--instances", type=int, default=1, help="model instances (one ONNX Runtime session each)")
-    p.add_argument("--queue-delay-us", type=int, default=DEFAULT_QUEUE_DELAY_US,
-                   help="how long a request may wait for others to form a batch")
+    p.add_argument("--queue-delay-us", type=int, default=SERVE_QUEUE_DELAY_US,
+                   help="how long a request may wait for others to form a batch (default 0: on CPU a wait "
+                        "costs every lone request its length; requests queued behind busy instances still "
+                        "batch; dfr-export --triton writes 2000)")
     p.add_argument("--provider", default="cpu", help="cpu, cuda or tensorrt (ONNX Runtime execution provider)")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads per instance (default: all cores)")
     return p

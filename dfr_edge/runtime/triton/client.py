@@ -179,6 +179,8 @@ class TritonBackend:
         check_images(images, self.height, self.width)
         images = np.ascontiguousarray(images)
         chunks = [self._infer_chunk(images[i:i + self.max_batch]) for i in range(0, len(images), self.max_batch)]
+        if len(chunks) == 1:  # the usual camera call: no copy of the map
+            return chunks[0]
         return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
 
     def _infer_chunk(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

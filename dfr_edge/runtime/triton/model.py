@@ -20,6 +20,9 @@ EXPORT_PARAMETER = "dfr.export"  # how the served file was made (variant, parity
 DEFAULT_NAME = "dfr"
 DEFAULT_MAX_BATCH = 8
 DEFAULT_QUEUE_DELAY_US = 2000  # long enough for concurrent cameras to meet in one batch, short next to inference
+# dfr-serve's default: on CPU a lone request waits the whole delay and cores idle meanwhile; requests that
+# arrive while the instances are busy still form batches (benchmarks/README.md, triton_serving.py).
+SERVE_QUEUE_DELAY_US = 0
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
