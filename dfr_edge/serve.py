@@ -11,7 +11,6 @@ Needs the `serve` extra (nvidia-pytriton: numpy < 2, glibc >= 2.35).
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 import secrets
 import signal
@@ -36,13 +35,13 @@ from dfr_edge.serve_repository import (
     write_repository,
 )
 
-log = logging.getLogger(__name__)
 # Endpoints a client may not use without the server's random token: loading/unloading models, tracing,
 # logging. Shared memory and statistics stay open, as on a plain tritonserver, for local clients and metrics.
 RESTRICTED_ENDPOINTS = "model-repository,trace,logging"
 ACCESS_HEADER = "triton-access-token"
-# The Python backend's shared memory with its stubs: room for a batch of 8 frames and maps at 256x256
-# from the start, so the first requests do not grow the region.
+# Each stub's shared memory with tritonserver: a batch of 8 frames and maps at 256x256 (3.5 MB) fits from
+# the start, and it grows for larger ones; the backend's 64 MB default would not fit twice in a
+# container's default 64 MB /dev/shm.
 BACKEND_SHM_BYTES = 16 << 20
 
 
