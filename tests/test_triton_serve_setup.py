@@ -84,3 +84,17 @@ def test_the_stub_model_runs_one_batch_and_answers_each_request(tmp_path, tiny_o
     assert [r["anomaly_map"].shape for r in responses] == [(1, 64, 64), (2, 64, 64)]
     assert np.array_equal(np.concatenate([r["anomaly_map"] for r in responses]), amap)
     assert np.array_equal(np.concatenate([r["score"] for r in responses]), score.reshape(-1, 1))
+
+
+@pytest.mark.parametrize("script,reason", [("exit 1", "exited with status 1"), ("exec sleep 30", "did not load within 1 s")])
+def test_a_server_that_fails_or_hangs_while_loading_is_a_clear_error(tmp_path, tiny_onnx, monkeypatch, script, reason):
+    if not (Path(sysconfig.get_config_var("LIBDIR") or "") / (sysconfig.get_config_var("LDLIBRARY") or "")).is_file():
+        pytest.skip("this Python has no shared libpython")
+    fake_server = tmp_path / "tritonserver"
+    fake_server.write_text(f"#!/bin/sh\n{script}\n")
+    fake_server.chmod(0o755)
+    wheel = TritonDistribution(fake_server, tmp_path / "python", tmp_path / "stub", tmp_path / "libs", tmp_path)
+    monkeypatch.setattr(serve, "triton_distribution", lambda: wheel)
+    options = serve.ServeOptions(http_port=serve.free_ports(1)[0], start_timeout_s=1)
+    with pytest.raises(RuntimeError, match=f"{reason}.*libpython"):
+        serve.Server(tiny_onnx, options)
