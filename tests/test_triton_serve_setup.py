@@ -86,7 +86,8 @@ def test_the_stub_model_runs_one_batch_and_answers_each_request(tmp_path, tiny_o
     assert np.array_equal(np.concatenate([r["score"] for r in responses]), score.reshape(-1, 1))
 
 
-@pytest.mark.parametrize("script,reason", [("exit 1", "exited with status 1"), ("exec sleep 30", "did not load within 1 s")])
+@pytest.mark.parametrize("script,reason", [("exit 1", "exited with status 1"),
+                                           ("exec sleep 30", "did not load within 1 s")])
 def test_a_server_that_fails_or_hangs_while_loading_is_a_clear_error(tmp_path, tiny_onnx, monkeypatch, script, reason):
     if not (Path(sysconfig.get_config_var("LIBDIR") or "") / (sysconfig.get_config_var("LDLIBRARY") or "")).is_file():
         pytest.skip("this Python has no shared libpython")

@@ -24,7 +24,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics (/metrics)")
     p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="largest batch the server forms")
-    p.add_argument("--instances", type=int, default=1, help="model instances (one ONNX Runtime session each)")
+    p.add_argument("--instances", type=int, default=1,
+                   help="model instances (one stub process and ONNX Runtime session each; on a CPU: one per "
+                        "core with --threads 1)")
     p.add_argument("--queue-delay-us", type=int, default=SERVE_QUEUE_DELAY_US,
                    help="how long a request may wait for others to form a batch (default 0: on CPU a wait "
                         "costs every lone request its length; requests queued behind busy instances still "
