@@ -247,15 +247,29 @@ class Plan:
             return patch
         return cv2.copyMakeBorder(patch, t.y, H - t.y - t.h, t.x, W - t.x - t.w, cv2.BORDER_REPLICATE)
 
+    def score(self, maps: np.ndarray, scores: np.ndarray, score_of: ScoreOf = np.max) -> float:
+        """The region's score: the max over inputs of each input's score (the graph's, or `score_of` the
+        valid part where the input was padded)."""
+        return max(self._score(m, float(s), p, score_of) for m, s, p in zip(maps, scores, self.placements))
+
+    def sampled(self, maps: np.ndarray, top_left: tuple[int, int] = (0, 0)) -> SampledMap | None:
+        """A one-input region's map at the model's resolution (padding cut off) and where it lies in the
+        frame (`top_left`: the region's corner in the frame); None when tiled, since tiles are stitched in
+        region pixels anyway."""
+        if len(self.placements) != 1:
+            return None
+        p = self.placements[0]
+        return SampledMap(maps[0][p.target.slices], top_left[0] + p.source.y, top_left[1] + p.source.x,
+                          p.source.h / p.target.h, p.source.w / p.target.w)
+
     def stitch(self, maps: np.ndarray, scores: np.ndarray, fill: float = 0.0,
                score_of: ScoreOf = np.max) -> RegionMap:
         """Model maps (len(self) x H x W) and scores → one map over the region, in region pixels.
 
         Overlapping tiles are blended with linear ramps over their overlap, so seams do not show and a
-        constant map stays constant; the score is the max over inputs of each input's score (the
-        graph's, or `score_of` the valid part where the input was padded).
+        constant map stays constant; the score is `score` above.
         """
-        score = max(self._score(m, float(s), p, score_of) for m, s, p in zip(maps, scores, self.placements))
+        score = self.score(maps, scores, score_of)
         if len(self.placements) == 1:
             p = self.placements[0]
             values = self._unresize(maps[0], p)
@@ -349,6 +363,46 @@ def model_inputs(frames: Iterable[np.ndarray], geometry: Geometry) -> np.ndarray
     return geometry.to_inputs(list(frames)).inputs
 
 
+@dataclass(frozen=True)
+class SampledMap:
+    """A frame's map at the model's resolution and its place in the frame: map pixel (i, j) covers frame
+    rows top + i*scale_y to top + (i+1)*scale_y and the columns likewise. Regions found here cost a
+    fraction of finding them in a large frame's upsampled map (the camera loop's decisions)."""
+
+    values: np.ndarray  # float32 h x w, every pixel seen by the model
+    top: int
+    left: int
+    scale_y: float  # frame pixels per map pixel
+    scale_x: float
+
+
+@dataclass
+class FrameMap:
+    """One frame's model outputs before they are brought to the frame's pixels."""
+
+    geometry: Geometry
+    plan: Plan
+    frame_size: tuple[int, int]
+    maps: np.ndarray  # this frame's inputs' maps (len(plan) x H x W)
+    scores: np.ndarray
+    fill: float
+    score_of: ScoreOf
+
+    @property
+    def score(self) -> float:
+        return self.plan.score(self.maps, self.scores, self.score_of)
+
+    def sampled(self) -> SampledMap | None:
+        """The map at the model's resolution, placed in the frame; None for tiled frames."""
+        roi = self.geometry.roi
+        return self.plan.sampled(self.maps, (roi[1], roi[0]) if roi else (0, 0))
+
+    def full(self) -> RegionMap:
+        """The map in the frame's own pixels (stitched, unresized, pasted)."""
+        region = self.plan.stitch(self.maps, self.scores, self.fill, self.score_of)
+        return self.geometry.paste(region, self.frame_size, self.fill)
+
+
 @dataclass
 class FrameBatch:
     """The model inputs of some frames (tiles of one frame are consecutive) and how to map them back."""
@@ -365,11 +419,15 @@ class FrameBatch:
         `score_of` scores the unpadded part of a padded (letterboxed) input; it must match the graph's
         image-score rule (the max unless dfr.json's head says otherwise).
         """
+        return [frame.full() for frame in self.frame_maps(maps, scores, fill, score_of)]
+
+    def frame_maps(self, maps: np.ndarray, scores: np.ndarray, fill: float = 0.0,
+                   score_of: ScoreOf = np.max) -> list[FrameMap]:
+        """The model's outputs for `inputs`, split per frame (see `to_frames` for the arguments)."""
         results, start = [], 0
         for plan, size in zip(self.plans, self.frame_sizes):
             part = slice(start, start + len(plan))
-            region = plan.stitch(maps[part], scores[part], fill, score_of)
-            results.append(self.geometry.paste(region, size, fill))
+            results.append(FrameMap(self.geometry, plan, size, maps[part], scores[part], fill, score_of))
             start += len(plan)
         return results
 

@@ -14,7 +14,8 @@ from dfr_edge.manifest import ManifestError
 from dfr_edge.runtime import Detector, load_backend, load_detector
 from dfr_edge.runtime.onnxrt import OnnxRuntimeBackend, provider_list
 from dfr_edge.runtime.overlay import make_overlay
-from dfr_edge.runtime.regions import Box, defect_boxes
+from dfr_edge.geometry import SampledMap
+from dfr_edge.runtime.regions import Box, defect_boxes, sampled_boxes
 
 SIZE = 64  # tests/conftest.py TINY_SIZE: the exported model's input size
 
@@ -225,8 +226,18 @@ def test_thresholds_default_to_the_manifest(backend, photo, test_images):
     for detection in detections:
         assert detection.anomalous == (detection.score > thresholds["image"])
         np.testing.assert_array_equal(detection.mask, detection.anomaly_map > thresholds["pixel"])
-        assert sum(b.area for b in detection.boxes) == detection.mask.sum()
     assert any(d.boxes for d in detections)  # the defaults find something on the defective images
+    for detection in detections[1:]:  # frames at the model size: the boxes are the mask's regions exactly
+        assert detection.boxes == defect_boxes(detection.mask, detection.anomaly_map)
+    # a 128 px frame: boxes found on the 64 px map, scaled; the upsampled mask lies within one map pixel
+    # of them and has about their area
+    big = detections[0]
+    assert big.boxes and sum(b.area for b in big.boxes) == pytest.approx(big.mask.sum(), rel=0.2)
+    covered = np.zeros_like(big.mask)
+    for b in big.boxes:
+        covered[max(0, b.y - 2) : b.y + b.height + 2, max(0, b.x - 2) : b.x + b.width + 2] = True
+        assert big.mask[b.y : b.y + b.height, b.x : b.x + b.width].any()
+    assert not (big.mask & ~covered).any()
 
 
 def test_threshold_overrides(backend, photo, test_images):
@@ -267,6 +278,17 @@ def test_defect_boxes_on_hand_made_mask():
     assert defect_boxes(mask, amap, min_area=13) == boxes[:1]
     assert defect_boxes(mask, amap, min_area=14) == []
     assert defect_boxes(np.zeros_like(mask), amap) == []
+
+
+def test_sampled_boxes_cover_their_map_pixels_in_frame_pixels():
+    amap = np.zeros((8, 8), np.float32)
+    amap[2:4, 1:4] = 5.0
+    amap[6, 6] = 3.0
+    sampled = SampledMap(amap, top=10, left=20, scale_y=2.5, scale_x=1.875)  # e.g. 8x8 from a 20x15 ROI
+    # columns 1..3 -> 1.875..7.5 -> pixels 1..7; rows 2..3 -> 5..10; area 6 map pixels x 4.69
+    assert sampled_boxes(sampled, threshold=1.0) == [Box(21, 15, 7, 5, 28, 5.0), Box(31, 25, 3, 3, 5, 3.0)]
+    assert sampled_boxes(sampled, threshold=1.0, min_area=6) == [Box(21, 15, 7, 5, 28, 5.0)]
+    assert sampled_boxes(sampled, threshold=5.0) == []
 
 
 def test_make_overlay_highlights_high_scores():

@@ -11,26 +11,51 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import cv2
 import numpy as np
 
-from dfr_edge.geometry import Geometry, RegionMap
+from dfr_edge.geometry import FrameMap, Geometry, RegionMap
 from dfr_edge.runtime.backend import Backend
 from dfr_edge.runtime.overlay import make_overlay
-from dfr_edge.runtime.regions import Box, defect_boxes
+from dfr_edge.runtime.regions import Box, defect_boxes, sampled_boxes
 from dfr_edge.score_rule import ScoreRule
 
 
-@dataclass
+@dataclass(eq=False)
 class Detection:
+    """A frame's decision and its defect boxes (frame pixels), found at the model's resolution.
+
+    The map and mask in the frame's pixels are made on first use (an overlay, a recording, a saved
+    mask): upsampling to a 640x480 frame and finding regions there cost the camera loop more than 10%
+    of an inference per frame (benchmarks/README.md: "Camera loop targets").
+    """
+
     score: float
     anomalous: bool
-    anomaly_map: np.ndarray  # float32, the frame's height x width
-    mask: np.ndarray  # bool, the frame's height x width: pixels above the pixel threshold
-    boxes: list[Box] = field(default_factory=list)
+    boxes: list[Box]
+    frame_map: Callable[[], RegionMap] = field(repr=False)  # the map in the frame's pixels
+    pixel_threshold: float = field(repr=False)
+
+    @cached_property
+    def _region(self) -> RegionMap:
+        return self.frame_map()
+
+    @property
+    def anomaly_map(self) -> np.ndarray:
+        """float32, the frame's height x width."""
+        return self._region.values
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        """bool, the frame's height x width: pixels above the pixel threshold (never outside the ROI)."""
+        mask = self._region.values > self.pixel_threshold
+        if self._region.valid is not None:
+            mask &= self._region.valid
+        return mask
 
 
 def as_bgr(frame: np.ndarray, index: int = 0) -> np.ndarray:
@@ -108,20 +133,25 @@ class Detector:
             resized = time.perf_counter()
             maps, scores = self.infer(batch.inputs)  # a frame's tiles run in chunks of max_batch too
             inferred = time.perf_counter()
-            detections.extend(self._decide(r) for r in batch.to_frames(maps, scores, self.normal_level, self.score_rule.of))
+            frame_maps = batch.frame_maps(maps, scores, self.normal_level, self.score_rule.of)
+            detections.extend(self._decide(f) for f in frame_maps)
             if timings is not None:
                 for stage, seconds in (("resize", resized - began), ("infer", inferred - resized),
                                        ("postprocess", time.perf_counter() - inferred)):
                     timings[stage] = timings.get(stage, 0.0) + seconds
         return detections
 
-    def _decide(self, region: RegionMap) -> Detection:
-        """Outside the ROI (or a crop) the map sits at the normal level and nothing is flagged."""
-        mask = region.values > self.pixel_threshold
-        if region.valid is not None:
-            mask &= region.valid
-        return Detection(region.score, region.score > self.image_threshold, region.values, mask,
-                         defect_boxes(mask, region.values, self.min_region_area))
+    def _decide(self, frame: FrameMap) -> Detection:
+        """Outside the ROI (or a crop) the map sits at the normal level and nothing is flagged. Tiled
+        frames are stitched in region pixels (usually 1:1), so their regions are found there."""
+        score, sampled = frame.score, frame.sampled()
+        if sampled is not None:
+            boxes = sampled_boxes(sampled, self.pixel_threshold, self.min_region_area)
+            return Detection(score, score > self.image_threshold, boxes, frame.full, self.pixel_threshold)
+        region = frame.full()
+        detection = Detection(score, score > self.image_threshold, [], lambda: region, self.pixel_threshold)
+        detection.boxes = defect_boxes(detection.mask, region.values, self.min_region_area)
+        return detection
 
     def overlay(self, frame: np.ndarray, detection: Detection) -> np.ndarray:
         return make_overlay(as_bgr(frame), detection.anomaly_map, detection.mask, self.normal_level,

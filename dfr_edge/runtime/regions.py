@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import math
+
 import cv2
 import numpy as np
+
+from dfr_edge.geometry import SampledMap
 
 
 @dataclass(frozen=True)
@@ -30,4 +34,24 @@ def defect_boxes(mask: np.ndarray, amap: np.ndarray, min_area: int = 1) -> list[
         if area >= min_area:
             peak = float(amap[y : y + h, x : x + w][labels[y : y + h, x : x + w] == i].max())
             boxes.append(Box(x, y, w, h, area, peak))
+    return sorted(boxes, key=lambda b: b.area, reverse=True)
+
+
+def sampled_boxes(sampled: SampledMap, threshold: float, min_area: int = 1) -> list[Box]:
+    """Regions of a map at the model's resolution, in frame pixels, largest first.
+
+    Each box covers the frame pixels of its map pixels (edges rounded outwards), its area is the map
+    pixels times the frame pixels each covers (rounded), and its peak is the map's own maximum there
+    (an upsampled map can only be lower). Boxes may thus differ from those of the frame-size mask by
+    about one map pixel (benchmarks/README.md: "Camera loop targets").
+    """
+    sy, sx = sampled.scale_y, sampled.scale_x
+    boxes = []
+    for b in defect_boxes(sampled.values > threshold, sampled.values):
+        y0, x0 = sampled.top + math.floor(b.y * sy + 1e-9), sampled.left + math.floor(b.x * sx + 1e-9)
+        y1 = sampled.top + math.ceil((b.y + b.height) * sy - 1e-9)
+        x1 = sampled.left + math.ceil((b.x + b.width) * sx - 1e-9)
+        area = max(1, round(b.area * sy * sx))
+        if area >= min_area:
+            boxes.append(Box(x0, y0, x1 - x0, y1 - y0, area, b.peak))
     return sorted(boxes, key=lambda b: b.area, reverse=True)
