@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
+from dfr_edge.geometry import SampledMap
 from dfr_edge.manifest import ManifestError
 from dfr_edge.runtime import Detector, load_backend, load_detector
 from dfr_edge.runtime.onnxrt import OnnxRuntimeBackend, provider_list
 from dfr_edge.runtime.overlay import make_overlay
-from dfr_edge.geometry import SampledMap
 from dfr_edge.runtime.regions import Box, defect_boxes, sampled_boxes
 
 SIZE = 64  # tests/conftest.py TINY_SIZE: the exported model's input size
