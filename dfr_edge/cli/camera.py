@@ -56,8 +56,9 @@ def parser() -> argparse.ArgumentParser:
                    help="read video files and folders as fast as possible instead of at their frame rate")
     p.add_argument("--every-frame", action="store_true",
                    help="video files and folders: process every frame (the reader waits for the model)")
-    p.add_argument("--in-flight", type=positive_int, default=1, help="rounds inferred at once: 2 overlaps resizing and "
-                   "post-processing with inference (ONNX Runtime is safe for it; default 1)")
+    p.add_argument("--in-flight", type=positive_int, default=1, help="rounds in flight: 2 overlaps resizing and "
+                   "post-processing with inference, one inference at a time (ONNX Runtime is safe for it); it pays "
+                   "where inference leaves a core free, e.g. --threads below the core count (default 1)")
     p.add_argument("--summary", type=Path, help="write the final statistics as JSON")
     add_threads_option(p)
     return p

@@ -3,13 +3,16 @@
 Each round takes the newest unread frame of each source (waiting for one if none is new yet), runs
 them through the detector as one batch, then hands every decision to the outputs and to
 `on_detection`. Capture runs on its own threads, so the loop never works on stale frames and a
-slow model costs dropped frames (counted), never growing lag. With `in_flight=2` the next round is
-taken and inferred while the previous one is resized or post-processed; decisions still reach the
-outputs in the order their frames were taken.
+slow model costs dropped frames (counted), never growing lag. With two rounds in flight the next
+round is taken shortly before the running inference should end and resized while it runs, then
+inferred while the previous round is post-processed and emitted: the engine stays busy, one
+inference at a time, and frames are as fresh as with one round in flight. Decisions still reach
+the outputs in the order their frames were taken.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dfr_edge.runtime.backend import Backend
 from dfr_edge.runtime.camera.capture import CaptureThread, Frame, Reconnect
 from dfr_edge.runtime.camera.outputs import (
     AnomalySaver,
@@ -50,8 +54,9 @@ class CameraConfig:
     fps_limit: float | None = None  # at most this many rounds per second
     pace: bool = True  # read files and folders at their own frame rate (False: as fast as possible)
     every_frame: bool = False  # files: wait for the model instead of dropping frames
-    in_flight: int = 1  # rounds inferred at once; 2 overlaps one round's resize/postprocess with the next
-    #                     one's inference (needs a backend safe to call from two threads, e.g. ONNX Runtime)
+    in_flight: int = 1  # rounds in flight: 2 overlaps one round's resize and post-processing with the
+    #     other's inference, one inference at a time (needs a backend that may be called from two threads,
+    #     e.g. ONNX Runtime); it pays where inference leaves a core free (benchmarks/README.md)
     frame_timeout: float = 1.0  # how long a round waits for a source's next frame
     reconnect: Reconnect = field(default_factory=Reconnect)
 
@@ -132,9 +137,55 @@ class _Round:
     capture_wait: float  # seconds spent waiting for them
 
 
+class _SharedEngine:
+    """The backend as the rounds in flight share it: one inference at a time (two would compete for
+    the cores, each already using every thread it was given), and when the running one should end,
+    so that the next round's frame can be taken as late as still keeps the engine busy."""
+
+    def __init__(self, backend: Backend):
+        self._backend = backend
+        self._one_at_a_time = threading.Lock()
+        self._changed = threading.Condition()
+        self.calls = 0  # inference calls started
+        self.started = 0.0  # when the latest one started (time.perf_counter())
+        self.seconds: deque[float] = deque(maxlen=50)  # how long recent calls took
+
+    def __getattr__(self, name: str):
+        return getattr(self._backend, name)
+
+    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self._one_at_a_time:
+            with self._changed:
+                self.calls += 1
+                self.started = time.perf_counter()
+                self._changed.notify_all()
+            try:
+                return self._backend.infer(images)
+            finally:
+                self.seconds.append(time.perf_counter() - self.started)
+
+    def expected_end(self, calls_before: int, round_done: Future) -> float | None:
+        """When the first inference started after `calls_before` should end (the median of recent calls);
+        None if its round ended without one (failed, or nothing to infer) or nothing is known yet."""
+        def wake(_: Future) -> None:
+            with self._changed:
+                self._changed.notify_all()
+
+        round_done.add_done_callback(wake)
+        with self._changed:
+            self._changed.wait_for(lambda: self.calls > calls_before or round_done.done())
+            if self.calls <= calls_before or not self.seconds:
+                return None
+            return self.started + float(np.median(self.seconds))
+
+
 class _Loop:
     def __init__(self, detector: Detector, readers: list[CaptureThread], config: CameraConfig, sinks: _Sinks,
                  on_detection: OnDetection | None, stop: threading.Event, progress: bool):
+        self.engine = None
+        if config.in_flight > 1:
+            detector = copy.copy(detector)
+            detector.backend = self.engine = _SharedEngine(detector.backend)
         self.detector, self.readers, self.config, self.sinks = detector, readers, config, sinks
         self.on_detection, self.stop, self.progress = on_detection, stop, progress
         self.stats = LoopStats()
@@ -157,6 +208,7 @@ class _Loop:
                         break
                     if batch.frames:
                         self.dispatched += len(batch.frames)
+                        calls = self.engine.calls if self.engine else 0
                         pending.append((batch, pool.submit(self._detect, batch.frames)))
                     while pending and (len(pending) >= self.config.in_flight or not batch.frames):
                         self._emit_round(*pending.popleft())
@@ -164,6 +216,8 @@ class _Loop:
                     if time.perf_counter() - last_status > STATUS_EVERY_S:
                         bar.set_postfix_str(self.stats.postfix(*self._counts()), refresh=False)
                         last_status = time.perf_counter()
+                    if self.engine and pending and batch.frames:
+                        self._wait_to_take_late(calls, pending[-1][1])
                     if self.config.fps_limit:
                         self.stop.wait(max(0.0, started + 1.0 / self.config.fps_limit - time.perf_counter()))
                 while pending:  # decisions already computed still reach every output
@@ -172,6 +226,14 @@ class _Loop:
             bar.update(self.stats.frames_out - bar.n)
             bar.close()
         return self._summary()
+
+    def _wait_to_take_late(self, calls_before: int, latest: Future) -> None:
+        """Take the next round when its resize should end as the running inference does: the engine
+        stays busy, and the frame is as fresh as with one round in flight (not an inference older)."""
+        end = self.engine.expected_end(calls_before, latest)
+        resizes = self.stats.recent["resize"]
+        if end is not None and resizes:
+            self.stop.wait(max(0.0, end - float(np.median(resizes)) - time.perf_counter()))
 
     def _enough(self) -> bool:
         return self.config.max_frames is not None and self.dispatched >= self.config.max_frames
@@ -242,6 +304,7 @@ class _Loop:
         summary["sources"] = [{"source": r.spec.text, "kind": r.spec.kind, "frames_read": r.read_count,
                                "dropped": r.dropped, "reconnects": r.reconnects} for r in self.readers]
         summary["callback_errors"] = self.callback_errors
+        summary["in_flight"] = self.config.in_flight
         summary["rss_mb"] = rss_mb()
         summary["recorded"] = [{"path": str(r.path), "frames": r.frames} for r in self.sinks.recorders]
         summary["anomalies_saved"] = self.sinks.saver.saved if self.sinks.saver else 0
