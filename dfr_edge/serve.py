@@ -182,14 +182,19 @@ class Server:
 
     def stop(self) -> None:
         """SIGTERM (Triton unloads the model and ends the stubs), a kill after 30 s; safe to call twice."""
-        if self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(30)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        terminate(self._process, grace_s=30)
         self._workdir.cleanup()
+
+
+def terminate(process: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM, so Triton can unload its models and end its stubs; a kill if that takes over `grace_s`."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def free_ports(count: int) -> list[int]:
@@ -230,10 +235,4 @@ class ServeProcess:
 
     def stop(self) -> None:
         """SIGTERM (a clean Triton shutdown), then a kill if it takes over a minute; safe to call twice."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, grace_s=60)
