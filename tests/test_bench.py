@@ -79,10 +79,20 @@ class OrderBackend:
 def test_targets_are_interleaved_round_robin():
     log: list[str] = []
     targets = [Target(n, n, n, "fake", None, Detector(OrderBackend(n, log))) for n in "abc"]
-    cells = measure(targets, Plan(batches=(2,), views=("model",), warmup=1, iterations=3),
+    cells = measure(targets, Plan(batches=(2,), views=("model",), warmup=1, block=1, settle=0, iterations=3),
                     [np.zeros((8, 8, 3), np.uint8)])
     assert log == list("abc") + list("abc") + list("bca") + list("cab")  # warm-up, then rotating rounds
     assert [len(c.calls) for c in cells] == [3, 3, 3]
+
+
+def test_targets_take_turns_in_blocks_after_settling():
+    log: list[str] = []
+    targets = [Target(n, n, n, "fake", None, Detector(OrderBackend(n, log))) for n in "ab"]
+    cells = measure(targets, Plan(batches=(1,), views=("model",), warmup=0, block=3, settle=1, iterations=5),
+                    [np.zeros((8, 8, 3), np.uint8)])
+    # turns of 1 untimed + 3 timed calls, the last turn cut to the 2 calls still missing, rotating who starts
+    assert "".join(log) == "aaaa" "bbbb" + "bbb" "aaa"
+    assert [len(c.calls) for c in cells] == [5, 5]
 
 
 def test_bench_bad_input_is_a_usage_error(tmp_path, tiny_onnx, capsys):

@@ -1,5 +1,12 @@
 """Timing the matrix: warm-up, then round-robin over the targets so machine drift hits all alike.
 
+Round-robin in short blocks, not call by call: each turn a target first makes `settle` untimed calls,
+then `block` timed ones. Measured on the 2-core development machine (benchmarks/README.md), two ONNX
+Runtime sessions called alternately each took about twice as long as called back to back (FP32 28 ms
+against 15, INT8 20 against 11): the first two or three calls after a switch pay for the other model's
+weights in the caches and its idle threads. A camera loop or a server calls one model back to back, so
+that is what a turn measures; turns still alternate often enough for drift to hit all targets alike.
+
 Two views of the same artefact:
 - "model": the inference call alone, on uint8 images already at the model size;
 - "frame": frame to decision, a uint8 frame of the camera's size in memory through
@@ -26,6 +33,8 @@ class Plan:
     batches: tuple[int, ...] = (1,)
     views: tuple[str, ...] = VIEWS
     warmup: int = 3  # calls per target before timing each cell
+    block: int = 5  # timed calls per target per turn of the round-robin
+    settle: int = 2  # untimed calls per target at the start of each turn (see the module docstring)
     iterations: int | None = None  # timed calls per target per cell...
     duration: float = 5.0  # ...or seconds per cell, shared by all targets
     frame_size: tuple[int, int] = (480, 640)  # height, width of the camera frame in the "frame" view
@@ -54,7 +63,7 @@ def make_frames(count: int, height: int, width: int, seed: int = 0) -> list[np.n
 
 def measure(targets: Sequence[Target], plan: Plan, frames: Sequence[np.ndarray],
             progress: Callable[[str], None] = lambda text: None) -> list[Cell]:
-    """Every target in every (view, batch) cell; targets interleaved call by call."""
+    """Every target in every (view, batch) cell; targets interleaved in turns of `plan.block` calls."""
     cells = []
     for batch in plan.batches:
         chosen = [frames[i % len(frames)] for i in range(batch)]
@@ -65,21 +74,26 @@ def measure(targets: Sequence[Target], plan: Plan, frames: Sequence[np.ndarray],
                 for _ in range(plan.warmup):
                     call(None)
             progress(f"{view} view, batch {batch}")
-            started, rounds = time.perf_counter(), 0
-            while _more(plan, rounds, time.perf_counter() - started):
+            started, rounds, timed = time.perf_counter(), 0, 0
+            while _more(plan, timed, time.perf_counter() - started):
                 order = list(range(len(row)))
                 order = order[rounds % len(order):] + order[: rounds % len(order)]  # no target always first
+                turn = plan.block if plan.iterations is None else min(plan.block, plan.iterations - timed)
                 for i in order:
-                    calls[i](row[i])
-                rounds += 1
+                    for _ in range(plan.settle):
+                        calls[i](None)
+                    for _ in range(turn):
+                        calls[i](row[i])
+                rounds, timed = rounds + 1, timed + turn
             cells.extend(row)
     return cells
 
 
-def _more(plan: Plan, rounds: int, elapsed: float) -> bool:
+def _more(plan: Plan, timed: int, elapsed: float) -> bool:
+    """`timed`: calls timed so far per target."""
     if plan.iterations is not None:
-        return rounds < plan.iterations
-    return rounds < 3 or elapsed < plan.duration
+        return timed < plan.iterations
+    return timed < 3 or elapsed < plan.duration
 
 
 def _call(target: Target, view: str, frames: list[np.ndarray]) -> Callable[[Cell | None], None]:

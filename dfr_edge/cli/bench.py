@@ -51,6 +51,10 @@ def parser() -> argparse.ArgumentParser:
     duration.add_argument("--duration", type=float, default=5.0, help="seconds per (view, batch) cell (default 5)")
     duration.add_argument("--iterations", type=int, help="timed calls per target per cell")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per target before each cell")
+    p.add_argument("--block", type=int, default=5, help="timed calls per target per turn of the round-robin "
+                   "(default 5; 1 with --settle 0 alternates call by call)")
+    p.add_argument("--settle", type=int, default=2, help="untimed calls per target at the start of each turn, "
+                   "so the other targets' cache and thread state is not timed (default 2)")
     p.add_argument("--views", default="model,frame", help="model, frame or both (default model,frame)")
     p.add_argument("--frame-size", type=frame_size, default=(480, 640), help="camera frame WIDTHxHEIGHT "
                    "for the frame view (default 640x480)")
@@ -71,11 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     views = tuple(v.strip() for v in args.views.split(",") if v.strip())
     if not views or set(views) - {"model", "frame"}:
         raise ValueError(f"--views takes model, frame or both, got {args.views!r}")
-    if args.duration <= 0 or (args.iterations is not None and args.iterations < 1) or args.warmup < 0:
-        raise ValueError("--duration and --iterations must be positive, --warmup not negative")
+    if (args.duration <= 0 or (args.iterations is not None and args.iterations < 1) or args.block < 1
+            or min(args.warmup, args.settle) < 0):
+        raise ValueError("--duration, --iterations and --block must be positive, --warmup and --settle not negative")
     backends = [parse_backend(b) for spec in (args.backend or ["onnxruntime"]) for b in spec.split(",") if b]
-    plan = Plan(batches=tuple(args.batch), views=views, warmup=args.warmup, iterations=args.iterations,
-                duration=args.duration, frame_size=args.frame_size)
+    plan = Plan(batches=tuple(args.batch), views=views, warmup=args.warmup, block=args.block, settle=args.settle,
+                iterations=args.iterations, duration=args.duration, frame_size=args.frame_size)
     targets = build_targets(args.models, backends, args.threads or [None], baseline=not args.no_baseline,
                             max_batch=max(args.batch))
     frames = make_frames(max(args.batch), *args.frame_size)
