@@ -11,14 +11,13 @@ from dfr_edge.report import format_table, write_json
 
 
 def image_size(text: str) -> tuple[int, int]:
-    """'256' (square) or '320x128' (height x width)."""
-    try:
-        parts = [int(v) for v in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) not in (1, 2):
+    """'256' (square) or '320x128' (height x width), read as dfr-train reads --image-size; no 'auto' here."""
+    from dfr_edge.config import parse_image_size  # lazily: the config pulls in OpenCV, --help stays instant
+
+    size = parse_image_size(text)
+    if not (isinstance(size, list) and len(size) == 2):
         raise argparse.ArgumentTypeError(f"image size {text!r}: expected N or HEIGHTxWIDTH, e.g. 256 or 320x128")
-    return (parts[0], parts[-1])
+    return (size[0], size[1])
 
 
 def layer_set(text: str) -> tuple[str, ...] | None:
