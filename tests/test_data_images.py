@@ -111,6 +111,29 @@ def test_shrinking_averages_areas_instead_of_aliasing():
     np.testing.assert_array_equal(small, np.full((4, 4, 3), 16))
 
 
+@pytest.mark.parametrize("frame_hw", [(480, 640), (900, 900), (1080, 1920), (300, 2000)],
+                         ids=["vga", "bottle", "1080p", "wide-strip"])
+def test_large_shrinks_stay_within_grey_levels_of_exact_area_averaging(rng, frame_hw):
+    """The stepped shrink (halvings, bilinear to 2x, 2x2 means) against OpenCV's one-step area resize."""
+    noise = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)  # texture of 8 output pixels and more
+    scene = cv2.resize(noise, frame_hw[::-1], interpolation=cv2.INTER_CUBIC)
+    scene[frame_hw[0] // 3 :, frame_hw[1] // 2 :] //= 4  # and a hard edge
+    small = resize_image(scene, 256, 256)
+    exact = cv2.resize(scene, (256, 256), interpolation=cv2.INTER_AREA)
+    diff = np.abs(small.astype(int) - exact)
+    assert small.shape == (256, 256, 3) and small.dtype == np.uint8
+    assert diff.mean() < 0.75 and np.percentile(diff, 99) <= 2
+
+
+@pytest.mark.parametrize("frame_hw", [(900, 900), (1080, 1920)])
+def test_large_shrinks_of_pixel_stripes_give_their_mean(frame_hw):
+    """Finest detail a camera can deliver: point or bilinear sampling would return stripes or moire."""
+    stripes = np.zeros((*frame_hw, 3), np.uint8)
+    stripes[:, ::2] = 255
+    np.testing.assert_allclose(resize_image(stripes, 256, 256), 127.5, atol=1)
+    np.testing.assert_allclose(resize_image(stripes.transpose(1, 0, 2), 256, 256), 127.5, atol=1)
+
+
 @pytest.mark.parametrize("height", [8, 2], ids=["enlarge", "enlarge-width-shrink-height"])
 def test_enlarging_interpolates_linearly(height):
     edge = np.zeros((8, 2, 3), np.uint8)

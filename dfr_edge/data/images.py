@@ -84,13 +84,32 @@ def read_mask(path: Path | str) -> np.ndarray:
     return mask.any(axis=2) if mask.ndim == 3 else mask
 
 
+HALVE_ABOVE = 2.5  # a side shrinking by more than this is first halved (exact 2-pixel means)
+
+
 def resize_image(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize with area averaging when shrinking (no aliasing) and bilinear otherwise."""
-    if img.shape[:2] == (height, width):
+    """Resize with area averaging when shrinking (no aliasing) and bilinear otherwise.
+
+    OpenCV's exact area resize is slow at non-integer ratios (1.4 ms for a 640x480 frame to 256x256,
+    8 ms for 1080p, 16 ms for 5 MP on one core): more than an INT8 inference on a GPU. A side shrinking
+    by more than 2x is therefore averaged in steps that are all cheap: exact halvings while it shrinks
+    by more than 2.5x, bilinear to twice the target (shrinking by at most 1.25x), then exact 2x2 means.
+    The result differs from the one-step area resize by 0.07-0.44 grey levels on average (99% of pixels
+    within 3) at 3-10x the speed (benchmarks/README.md: "Input resize").
+    """
+    h, w = img.shape[:2]
+    if (h, w) == (height, width):
         return img
-    shrinking = height < img.shape[0] and width < img.shape[1]
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return cv2.resize(img, (width, height), interpolation=interpolation)
+    if h <= 2 * height and w <= 2 * width:
+        shrinking = height < h and width < w
+        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        return cv2.resize(img, (width, height), interpolation=interpolation)
+    while h > HALVE_ABOVE * height or w > HALVE_ABOVE * width:  # bilinear at exactly 1/2 is a 2-pixel mean
+        img = cv2.resize(img, None, fx=0.5 if w > HALVE_ABOVE * width else 1.0,
+                         fy=0.5 if h > HALVE_ABOVE * height else 1.0, interpolation=cv2.INTER_LINEAR)
+        h, w = img.shape[:2]
+    doubled = cv2.resize(img, (2 * width, 2 * height), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(doubled, (width, height), interpolation=cv2.INTER_AREA)
 
 
 def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
