@@ -280,6 +280,19 @@ def test_defect_boxes_on_hand_made_mask():
     assert defect_boxes(np.zeros_like(mask), amap) == []
 
 
+def test_defect_boxes_are_the_same_with_16_and_32_bit_labels():
+    """Masks too large for 16-bit labels in the worst case use 32-bit ones: same regions either way."""
+    rng = np.random.default_rng(1)
+    small_map = rng.uniform(0.0, 1.0, (200, 200)).astype(np.float32)
+    small_mask = cv2.GaussianBlur(small_map, (0, 0), 4) > 0.52  # blobs of many shapes
+    large_map = np.zeros((600, 600), np.float32)  # 300 x 300 possible regions: more than 16 bits
+    large_map[:200, :200] = small_map
+    large_mask = np.zeros((600, 600), bool)
+    large_mask[:200, :200] = small_mask
+    boxes = defect_boxes(small_mask, small_map)
+    assert len(boxes) > 5 and defect_boxes(large_mask, large_map) == boxes
+
+
 def test_sampled_boxes_cover_their_map_pixels_in_frame_pixels():
     amap = np.zeros((8, 8), np.float32)
     amap[2:4, 1:4] = 5.0
