@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, closing
+from contextlib import ExitStack, closing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,7 +200,8 @@ class _Loop:
         last_status = 0.0
         pending: deque[tuple[_Round, Future]] = deque()  # rounds in flight, emitted in the order taken
         try:
-            with ThreadPoolExecutor(self.config.in_flight, thread_name_prefix="detect") as pool:
+            workers = ThreadPoolExecutor(self.config.in_flight, thread_name_prefix="detect") if self.engine else None
+            with workers or nullcontext():
                 while not self.stop.is_set() and not self._enough():
                     started = time.perf_counter()
                     batch = self._newest_frames()
@@ -209,7 +210,7 @@ class _Loop:
                     if batch.frames:
                         self.dispatched += len(batch.frames)
                         calls = self.engine.calls if self.engine else 0
-                        pending.append((batch, pool.submit(self._detect, batch.frames)))
+                        pending.append((batch, self._start(workers, batch.frames)))
                     while pending and (len(pending) >= self.config.in_flight or not batch.frames):
                         self._emit_round(*pending.popleft())
                         bar.update(self.stats.frames_out - bar.n)
@@ -249,8 +250,25 @@ class _Loop:
             frames = frames[: self.config.max_frames - self.dispatched]
         return _Round(frames, time.perf_counter() - started)
 
+    @staticmethod
+    def _inline(work: Callable[[], object]) -> Future:
+        """`work` run now, on this thread, as a finished Future."""
+        done: Future = Future()
+        try:
+            done.set_result(work())
+        except Exception as exc:
+            done.set_exception(exc)
+        return done
+
+    def _start(self, workers: ThreadPoolExecutor | None, frames: list[Frame]) -> Future:
+        """Two rounds in flight: on a worker. One: right here, with no hand-off between threads to pay
+        per frame (two wake-ups, which cost most while the inference threads still hold the cores)."""
+        if workers is None:
+            return self._inline(lambda: self._detect(frames))
+        return workers.submit(self._detect, frames)
+
     def _detect(self, frames: list[Frame]) -> tuple[list[Detection], dict[str, float], float]:
-        """Runs on a worker thread: the decisions, the detector's stage times, when they were made."""
+        """The decisions, the detector's stage times, when they were made."""
         timings: dict[str, float] = {}
         detections = self.detector.detect([f.image for f in frames], timings)
         return detections, timings, time.perf_counter()
