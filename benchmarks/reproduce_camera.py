@@ -90,15 +90,22 @@ def camera_rate(detector: Detector, frames: list[np.ndarray], calls: int, in_fli
 
 
 def throughput(detector: Detector, frames: list[np.ndarray], calls: int, blocks: int) -> dict:
-    """Model-only and the camera loop with 1 and 2 rounds in flight, in alternating blocks (same load)."""
+    """Model-only and the camera loop with 1 and 2 rounds in flight, one short block of each in turn.
+
+    This VM's speed drifts by 10-20% within a minute, so each block's loop rate is divided by the
+    model-only rate of the same turn (seconds apart) and the median of those ratios is the result;
+    the medians of the rates themselves are recorded too.
+    """
     rates: dict[str, list[float]] = {"model_only": [], "camera_in_flight_1": [], "camera_in_flight_2": []}
     for _ in range(blocks):
         rates["model_only"].append(model_only_rate(detector, frames, calls))
         for in_flight in (1, 2):
             rates[f"camera_in_flight_{in_flight}"].append(camera_rate(detector, frames, calls, in_flight))
     medians = {k: float(np.median(v)) for k, v in rates.items()}
-    ratios = {k: medians[k] / medians["model_only"] for k in medians if k != "model_only"}
-    return {"calls_per_block": calls, "fps": rates, "fps_median": medians, "vs_model_only": ratios,
+    turn_ratios = {k: [c / m for c, m in zip(v, rates["model_only"])] for k, v in rates.items() if k != "model_only"}
+    ratios = {k: float(np.median(v)) for k, v in turn_ratios.items()}
+    return {"calls_per_block": calls, "blocks": blocks, "fps": rates, "fps_median": medians,
+            "vs_model_only_per_turn": turn_ratios, "vs_model_only": ratios,
             "target_met": {k: r >= 0.9 for k, r in ratios.items()}}
 
 
@@ -162,7 +169,7 @@ def soak(detector: Detector, frames: list[np.ndarray], total: int, fps: float) -
                             "steady_p99_over_p50_le_1.5": steady.p99 / steady.p50 <= 1.5}}
 
 
-def camera_targets(model: Path, data: Path, threads: int | None, calls: int = 100, blocks: int = 3,
+def camera_targets(model: Path, data: Path, threads: int | None, calls: int = 60, blocks: int = 9,
                    soak_frames: int = 5000, soak_fps: float = 120.0) -> dict:
     detector = load_with(parse_backend("onnxruntime"), model, threads=threads)
     frames = scene_frames(data)
@@ -174,8 +181,8 @@ def camera_targets(model: Path, data: Path, threads: int | None, calls: int = 10
 
 def table(result: dict) -> str:
     t, s = result["throughput"], result["soak"]
-    rows = [[f"camera fps, {k[7:].replace('_', ' ')} / model-only fps (batch 1)",
-             f"{t['fps_median'][k]:.1f} / {t['fps_median']['model_only']:.1f} = {t['vs_model_only'][k]:.2f}",
+    rows = [[f"camera fps, {k[7:].replace('_', ' ')} / model-only fps (batch 1), median of {t['blocks']} turns",
+             f"{t['fps_median'][k]:.1f} / {t['fps_median']['model_only']:.1f}, ratio {t['vs_model_only'][k]:.2f}",
              ">= 0.90", t["target_met"][k]] for k in t["vs_model_only"]]
     rows += [["soak f2d p99 last / first third after warm-up (ms)", f"{s['f2d_p99_end_ms']:.1f} / "
              f"{s['f2d_p99_start_ms']:.1f} = {s['p99_end_vs_start']:.2f}", "<= 1.10",
@@ -198,12 +205,13 @@ def main() -> None:
     p.add_argument("model", type=Path, help="exported .onnx (the fastest CPU variant: model.int8-cpu.onnx)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--calls", type=int, default=100, help="frames per throughput block")
+    p.add_argument("--calls", type=int, default=60, help="frames per throughput block")
+    p.add_argument("--blocks", type=int, default=9, help="turns of model-only, one and two in flight")
     p.add_argument("--soak-frames", type=int, default=5000)
     p.add_argument("--soak-fps", type=float, default=120.0)
     p.add_argument("--out", type=Path)
     args = p.parse_args()
-    result = camera_targets(args.model, args.data, args.threads, args.calls, soak_frames=args.soak_frames,
+    result = camera_targets(args.model, args.data, args.threads, args.calls, args.blocks, soak_frames=args.soak_frames,
                             soak_fps=args.soak_fps)
     print(table(result))
     if args.out:
