@@ -331,6 +331,23 @@ def test_two_rounds_in_flight_overlap_one_inference_at_a_time_in_order():
     assert ids == sorted(ids) and len(set(ids)) == 40
 
 
+@pytest.mark.parametrize("name, threads_in_loop", [("onnxruntime:CPUExecutionProvider", 1),
+                                                    ("onnxruntime:CUDAExecutionProvider", 3)])
+def test_opencv_runs_single_threaded_while_a_cpu_engine_holds_the_cores(name, threads_in_loop):
+    backend = FakeBackend()
+    backend.name = name
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(3)
+    try:
+        seen = []
+        run_camera(Detector(backend), [live()], CameraConfig(max_frames=3),
+                   on_detection=lambda event, frame, d: seen.append(cv2.getNumThreads()),
+                   opener=lambda spec: FakeCamera())
+        assert seen == [threads_in_loop] * 3 and cv2.getNumThreads() == 3  # restored afterwards
+    finally:
+        cv2.setNumThreads(before)
+
+
 def test_failing_callback_is_counted_not_fatal():
     def on_detection(event, frame, detection):
         raise ConnectionError("PLC unreachable")

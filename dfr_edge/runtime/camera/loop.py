@@ -19,10 +19,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, closing, nullcontext
+from contextlib import ExitStack, closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from dfr_edge.runtime.backend import Backend
@@ -94,6 +95,8 @@ def run_camera(detector: Detector, sources: Sequence[SourceSpec], config: Camera
     stop = stop or threading.Event()
     halt = threading.Event()  # stops the capture threads, whatever ended the loop
     with ExitStack() as cleanup:
+        if _on_host_cores(detector.backend):
+            cleanup.enter_context(_single_threaded_opencv())
         readers = []
         for i, spec in enumerate(sources):
             reader = CaptureThread(i, spec, halt, pace=config.pace, every_frame=config.every_frame,
@@ -104,6 +107,25 @@ def run_camera(detector: Detector, sources: Sequence[SourceSpec], config: Camera
         for reader in readers:
             reader.start()
         return _Loop(detector, readers, config, sinks, on_detection, stop, progress).run()
+
+
+def _on_host_cores(backend: Backend) -> bool:
+    """Whether inference runs on this machine's CPU cores (ONNX Runtime's CPU provider, torch on CPU)."""
+    return backend.name.endswith("CPUExecutionProvider") or backend.name.startswith("torch:cpu")
+
+
+@contextmanager
+def _single_threaded_opencv():
+    """OpenCV on one thread while the loop runs: the inference engine already uses every core it was
+    given, and OpenCV's helper threads waking next to it (resize, regions) made the loop slower and
+    less steady (median loop/model-only 0.89 with OpenCV's 2 threads, per turn 0.74-1.12, against
+    0.90, per turn 0.88-0.96, on one; benchmarks/README.md: "Camera loop targets")."""
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 def _finish(reader: CaptureThread) -> None:
