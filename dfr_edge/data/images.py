@@ -91,7 +91,7 @@ def resize_image(img: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize with area averaging when shrinking (no aliasing) and bilinear otherwise.
 
     OpenCV's exact area resize is slow at non-integer ratios (1.4 ms for a 640x480 frame to 256x256,
-    8 ms for 1080p, 16 ms for 5 MP on one core): more than an INT8 inference on a GPU. A side shrinking
+    8 ms for 1080p, 16 ms for 5 MP on one core), paid by a camera loop on every frame. A side shrinking
     by more than 2x is therefore averaged in steps that are all cheap: exact halvings while it shrinks
     by more than 2.5x, bilinear to twice the target (shrinking by at most 1.25x), then exact 2x2 means.
     The result differs from the one-step area resize by 0.07-0.44 grey levels on average (99% of pixels
