@@ -95,6 +95,23 @@ def test_targets_take_turns_in_blocks_after_settling():
     assert [len(c.calls) for c in cells] == [5, 5]
 
 
+def test_every_cell_takes_turns_in_every_round():
+    """Cells are not timed one after the other: a slow minute must not land in one cell only."""
+    log: list[str] = []
+
+    class SizedOrderBackend(OrderBackend):
+        def infer(self, images):
+            self.log.append(f"{self.name}{len(images)}")
+            return np.zeros(images.shape[:3], np.float32), np.zeros(len(images), np.float32)
+
+    targets = [Target(n, n, n, "fake", None, Detector(SizedOrderBackend(n, log))) for n in "ab"]
+    cells = measure(targets, Plan(batches=(1, 2), views=("model",), warmup=0, block=1, settle=0, iterations=2),
+                    [np.zeros((8, 8, 3), np.uint8)])
+    assert log == ["a1", "b1", "a2", "b2"] + ["b1", "a2", "b2", "a1"]  # two rounds over all cells, rotated
+    assert [(c.target.label, c.batch, len(c.calls)) for c in cells] == [("a", 1, 2), ("b", 1, 2), ("a", 2, 2),
+                                                                         ("b", 2, 2)]
+
+
 def test_bench_bad_input_is_a_usage_error(tmp_path, tiny_onnx, capsys):
     assert bench_main([str(tmp_path / "nothing.onnx")]) == 2
     assert "nothing.onnx does not exist" in capsys.readouterr().err

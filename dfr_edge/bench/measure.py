@@ -1,4 +1,4 @@
-"""Timing the matrix: warm-up, then round-robin over the targets so machine drift hits all alike.
+"""Timing the matrix: warm-up, then round-robin over every target of every cell so machine drift hits all alike.
 
 Round-robin in short blocks, not call by call: each turn a target first makes `settle` untimed calls,
 then `block` timed ones. Measured on the 2-core development machine (benchmarks/README.md), two ONNX
@@ -32,11 +32,11 @@ VIEWS = ("model", "frame")
 class Plan:
     batches: tuple[int, ...] = (1,)
     views: tuple[str, ...] = VIEWS
-    warmup: int = 3  # calls per target before timing each cell
+    warmup: int = 3  # calls per target and cell before timing starts
     block: int = 5  # timed calls per target per turn of the round-robin
     settle: int = 2  # untimed calls per target at the start of each turn (see the module docstring)
     iterations: int | None = None  # timed calls per target per cell...
-    duration: float = 5.0  # ...or seconds per cell, shared by all targets
+    duration: float = 5.0  # ...or seconds per cell, shared by all targets (the matrix takes cells x this)
     frame_size: tuple[int, int] = (480, 640)  # height, width of the camera frame in the "frame" view
 
 
@@ -63,37 +63,40 @@ def make_frames(count: int, height: int, width: int, seed: int = 0) -> list[np.n
 
 def measure(targets: Sequence[Target], plan: Plan, frames: Sequence[np.ndarray],
             progress: Callable[[str], None] = lambda text: None) -> list[Cell]:
-    """Every target in every (view, batch) cell; targets interleaved in turns of `plan.block` calls."""
-    cells = []
+    """Every target in every (view, batch) cell, all interleaved in turns of `plan.block` calls.
+
+    Each round gives every target of every cell one turn, so a slow minute of the machine hits every
+    cell alike. Cells timed one after the other let it land in one cell of one run: two runs of
+    dfr-bench on the 2-core development machine differed by up to 46% in one cell and 4% in the next
+    (benchmarks/README.md: "dfr-bench twice in a row").
+    """
+    slots: list[tuple[Cell, Callable[[Cell | None], None]]] = []
     for batch in plan.batches:
         chosen = [frames[i % len(frames)] for i in range(batch)]
-        for view in plan.views:
-            row = [Cell(t, view, batch) for t in targets]
-            calls = [_call(t, view, chosen) for t in targets]
-            for call in calls:
-                for _ in range(plan.warmup):
-                    call(None)
-            progress(f"{view} view, batch {batch}")
-            started, rounds, timed = time.perf_counter(), 0, 0
-            while _more(plan, timed, time.perf_counter() - started):
-                order = list(range(len(row)))
-                order = order[rounds % len(order):] + order[: rounds % len(order)]  # no target always first
-                turn = plan.block if plan.iterations is None else min(plan.block, plan.iterations - timed)
-                for i in order:
-                    for _ in range(plan.settle):
-                        calls[i](None)
-                    for _ in range(turn):
-                        calls[i](row[i])
-                rounds, timed = rounds + 1, timed + turn
-            cells.extend(row)
-    return cells
+        slots += [(Cell(t, view, batch), _call(t, view, chosen)) for view in plan.views for t in targets]
+    for _, call in slots:
+        for _ in range(plan.warmup):
+            call(None)
+    progress(f"{len(plan.views)} view(s) x {len(plan.batches)} batch size(s) x {len(targets)} target(s), in turns")
+    seconds = plan.duration * len(plan.views) * len(plan.batches)
+    started, rounds, timed = time.perf_counter(), 0, 0
+    while _more(plan, timed, time.perf_counter() - started, seconds):
+        start = rounds % len(slots)
+        turn = plan.block if plan.iterations is None else min(plan.block, plan.iterations - timed)
+        for cell, call in slots[start:] + slots[:start]:  # no target always first
+            for _ in range(plan.settle):
+                call(None)
+            for _ in range(turn):
+                call(cell)
+        rounds, timed = rounds + 1, timed + turn
+    return [cell for cell, _ in slots]
 
 
-def _more(plan: Plan, timed: int, elapsed: float) -> bool:
-    """`timed`: calls timed so far per target."""
+def _more(plan: Plan, timed: int, elapsed: float, seconds: float) -> bool:
+    """`timed`: calls timed so far per target and cell; `seconds`: the whole matrix's time."""
     if plan.iterations is not None:
         return timed < plan.iterations
-    return timed < 3 or elapsed < plan.duration
+    return timed < 3 or elapsed < seconds
 
 
 def _call(target: Target, view: str, frames: list[np.ndarray]) -> Callable[[Cell | None], None]:

@@ -48,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int_list, help="inference thread counts to compare, e.g. 1,2 "
                    "(default: the cores not busy with other processes right now)")
     duration = p.add_mutually_exclusive_group()
-    duration.add_argument("--duration", type=float, default=5.0, help="seconds per (view, batch) cell (default 5)")
+    duration.add_argument("--duration", type=float, default=5.0, help="seconds per (view, batch) cell, all cells interleaved (default 5)")
     duration.add_argument("--iterations", type=int, help="timed calls per target per cell")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per target before each cell")
     p.add_argument("--block", type=int, default=5, help="timed calls per target per turn of the round-robin "
