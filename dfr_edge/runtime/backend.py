@@ -36,7 +36,9 @@ class Backend(Protocol):
     width: int
     max_batch: int  # most images per `infer` call; callers chunk larger batches
 
-    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Maps and scores in arrays the caller owns: never a buffer the next call overwrites."""
+        ...
 
 
 def pick_model(bundle: Path, provider: str = "cpu") -> Path:

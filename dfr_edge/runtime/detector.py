@@ -112,6 +112,8 @@ class Detector:
         if len(images) == 0:
             raise ValueError("no images to infer")
         parts = [self.backend.infer(images[i : i + self.backend.max_batch]) for i in self._chunks(len(images))]
+        if len(parts) == 1:  # a camera's every frame: no copy of the maps
+            return parts[0]
         return np.concatenate([m for m, _ in parts]), np.concatenate([s for _, s in parts])
 
     def detect(self, frames: np.ndarray | Sequence[np.ndarray],
