@@ -8,7 +8,7 @@
    torch eager is not re-scored: the export step checks FP32 parity with it (dfr-export prints it),
    and scoring it costs more than everything else here on a 2-core machine.
 2. Speed: batch 1, model only, --threads (2, as published), every artefact and the torch-eager
-   baseline interleaved call by call (dfr-bench's library) - measured twice in a row, to show how
+   baseline interleaved in dfr-bench's turns (its library) - measured twice in a row, to show how
    well a rerun agrees.
 3. The camera loop's targets with the fastest CPU variant (reproduce_camera.py).
 4. The same numbers next to the peers' published ones (PEERS.md §3), with what differs.
