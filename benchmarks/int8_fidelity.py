@@ -8,7 +8,9 @@ percentile, entropy from one pass), then for both INT8 flavours score against FP
 full INT8 with each calibration method (and minmax at 7-bit weights for the CPU flavour), every trial of the sensitivity search (one unit int8 at a time,
 then the greedy float sets) and the chosen mixed-precision graph, whose speed is timed against FP32 (batch
 1, 2 threads, interleaved rounds). The verdict of the check (within --fidelity-budget or not) is compared
-with the labelled target (loses <= 0.005 pixel AUROC and <= 0.01 PRO). Prints the tables and writes
+with the labelled target (loses <= 0.005 pixel AUROC and <= 0.01 PRO). The TensorRT flavour is scored and
+checked with its integer maths as written (fidelity.graph_runner, exact), the CPU flavour with ONNX Runtime's
+kernels that run it. Prints the tables and writes
 benchmarks/results/int8_fidelity.json. The CPU flavour's search runs at 8-bit and at 7-bit weights (int8.py);
 every trial of both is a row.
 
@@ -64,17 +66,19 @@ def run_set(name: str, bundle_dir: Path, data: Path, budget: FidelityBudget, rou
 
     image_threshold = bundle.manifest["thresholds"]["image"]
 
-    def labelled(model: onnx.ModelProto) -> dict:
-        """The metrics, and the share of good test parts the stored image threshold rejects (what AUROC misses)."""
-        result = evaluate(lambda images: fidelity.run_graph(model, images), test)
+    def labelled(model: onnx.ModelProto, exact: bool = False) -> dict:
+        """The metrics, and the share of good test parts the stored image threshold rejects (what AUROC
+        misses); `exact`: the integer maths as written (the TensorRT flavour: what TensorRT computes)."""
+        result = evaluate(fidelity.graph_runner(model, exact), test)
         return {**result.metrics.to_dict(), "good_rejected": float(np.mean(result.scores[~test.labels] > image_threshold))}
 
     base = None if speed_only else labelled(fp32)
     rows: list[dict] = []
 
     def add(flavour: str, variant: str, model: onnx.ModelProto, fid: fidelity.Fidelity | None = None) -> None:
-        metrics = labelled(model)
-        fid = fid or fidelity.measure(ref, model)
+        exact = FLAVOURS[flavour].exact_check
+        metrics = labelled(model, exact)
+        fid = fid or fidelity.measure(ref, model, exact)
         deltas = {k: metrics[k] - base[k] for k in base}
         rows.append({"set": name, "flavour": flavour, "variant": variant, **metrics, "deltas": deltas,
                      "fidelity": fid.to_dict(), "fidelity_ok": fid.within(budget), "labelled_ok": labelled_ok(deltas)})

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from dfr_edge import manifest as manifest_io
 from dfr_edge.bundle import load_bundle
@@ -21,7 +21,7 @@ from dfr_edge.data.images import load_images
 from dfr_edge.data.mvtec import open_dataset
 from dfr_edge.export import fidelity
 from dfr_edge.export.fidelity import Fidelity, FidelityBudget, NormalThresholds
-from dfr_edge.export.int8 import CPU_FLAVOUR, TENSORRT_FLAVOUR
+from dfr_edge.export.int8 import CPU_FLAVOUR, FLAVOURS, TENSORRT_FLAVOUR
 from dfr_edge.export.pipeline import ExportOptions, export_bundle
 from dfr_edge.export.sensitivity import (
     CAE_UNIT,
@@ -159,13 +159,15 @@ def toy_precisions(monkeypatch):
         quantized.append((bits, nodes))
         return bits, nodes
 
-    def measure(ref, model):
+    def measure(ref, model, exact):
+        checked_exactly.append(exact)
         bits, float_nodes = model
         return fake_fidelity(sum(c for unit, c in costs[bits].items() if unit not in float_nodes))
 
+    checked_exactly: list[bool] = []
     monkeypatch.setattr(sensitivity, "quantize_int8", quantize)
     monkeypatch.setattr(sensitivity, "measure", measure)
-    return costs, quantized
+    return costs, quantized, checked_exactly
 
 
 def toy_search(flavour, request="auto"):
@@ -174,7 +176,7 @@ def toy_search(flavour, request="auto"):
 
 
 def test_seven_bits_are_searched_only_when_eight_bits_need_float_units(toy_precisions):
-    costs, quantized = toy_precisions
+    costs, quantized, _ = toy_precisions
     costs.update({8: {"blocks.0": 0.05, "cae": 0.01}, 7: {"blocks.0": 0.0, "cae": 0.0}})
     result = toy_search(CPU_FLAVOUR)
     assert result.choice.weight_bits == 8 and result.choice.float_units == () and quantized == [(8, ())]
@@ -182,7 +184,7 @@ def test_seven_bits_are_searched_only_when_eight_bits_need_float_units(toy_preci
 
 
 def test_the_precision_needing_fewer_float_units_then_moving_the_maps_less_wins(toy_precisions):
-    costs, _ = toy_precisions
+    costs, _, _ = toy_precisions
     costs.update({8: {"blocks.0": 0.5, "cae": 0.08}, 7: {"blocks.0": 0.5, "cae": 0.03}})  # both: blocks.0 float
     result = toy_search(CPU_FLAVOUR)
     assert [s.weight_bits for s in result.searches] == [8, 7]
@@ -193,7 +195,7 @@ def test_the_precision_needing_fewer_float_units_then_moving_the_maps_less_wins(
 
 
 def test_a_fixed_request_takes_the_precision_within_budget(toy_precisions):
-    costs, quantized = toy_precisions
+    costs, quantized, _ = toy_precisions
     costs.update({8: {"blocks.0": 0.5, "cae": 0.0}, 7: {"blocks.0": 0.05, "cae": 0.0}})
     result = toy_search(CPU_FLAVOUR, "none")
     assert result.choice.weight_bits == 7 and result.choice.within_budget and result.needed is None
@@ -277,3 +279,52 @@ def test_allow_drop_writes_and_records_float_units(bundle_copy, loaded, few_unit
         assert check["budget"]["map_shift"] == 1e-9 and "needed_float_units" in check
         assert check["held_out"]["source"].startswith("validation split") and check["held_out"]["count"] >= 1
         assert check["fidelity"]["map_shift"] > 0
+
+
+def saturating_qdq_graph(channels: int = 8, act_scale: float = 2.0, out_scale: float = 4096.0) -> onnx.ModelProto:
+    """The fused graph's I/O around one Q/DQ 1x1 convolution whose int8 weights are all 127: pairs of
+    bright-pixel products overflow the 16-bit sums of x86 uint8 x int8 kernels without VNNI."""
+    inits = [numpy_helper.from_array(np.array(act_scale, np.float32), "sx"),
+             numpy_helper.from_array(np.array(0, np.int8), "zx"),
+             numpy_helper.from_array(np.full((1, channels, 1, 1), 127, np.int8), "wq"),
+             numpy_helper.from_array(np.ones(1, np.float32), "sw"),
+             numpy_helper.from_array(np.zeros(1, np.int8), "zw"),
+             numpy_helper.from_array(np.array(out_scale, np.float32), "sy"),
+             numpy_helper.from_array(np.array(0, np.int8), "zy"),
+             numpy_helper.from_array(np.array([1], np.int64), "channel_axis")]
+    nodes = [helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Transpose", ["f"], ["x"], perm=[0, 3, 1, 2]),
+             helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "sw", "zw"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["y"]),
+             helper.make_node("QuantizeLinear", ["y", "sy", "zy"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["yd"]),
+             helper.make_node("Squeeze", ["yd", "channel_axis"], ["anomaly_map"]),
+             helper.make_node("ReduceMax", ["anomaly_map"], ["score"], axes=[1, 2], keepdims=0)]
+    graph = helper.make_graph(
+        nodes, "saturating", [helper.make_tensor_value_info("image", TensorProto.UINT8, ["n", 4, 4, channels])],
+        [helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, ["n", 4, 4]),
+         helper.make_tensor_value_info("score", TensorProto.FLOAT, ["n"])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_exact_check_computes_the_integer_maths_as_written():
+    """What TensorRT computes (int32 sums), whatever ONNX Runtime's fused CPU kernels do with this graph
+    (on the 2-core AMD EPYC without VNNI: 0 for pixels where the maths gives 221,184-237,568)."""
+    images = np.random.default_rng(0).integers(200, 256, (3, 4, 4, 8), dtype=np.uint8)
+    activations = np.clip(np.round(images / 2.0), -128, 127) * 2.0
+    expected = np.clip(np.round((activations * 127).sum(axis=3) / 4096.0), -128, 127) * 4096.0
+    maps, scores = fidelity.run_graph(saturating_qdq_graph(), images, exact=True)
+    np.testing.assert_array_equal(maps, expected)
+    np.testing.assert_array_equal(scores, expected.max(axis=(1, 2)))
+
+
+def test_only_the_graph_another_engine_runs_is_checked_exactly(toy_precisions):
+    costs, _, checked_exactly = toy_precisions
+    costs.update({8: {"blocks.0": 0.0, "cae": 0.0}, 7: {"blocks.0": 0.0, "cae": 0.0}})
+    toy_search(FLAVOURS["tensorrt"])
+    assert checked_exactly and all(checked_exactly)
+    checked_exactly.clear()
+    toy_search(FLAVOURS["cpu"])
+    assert checked_exactly and not any(checked_exactly)

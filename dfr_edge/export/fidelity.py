@@ -15,10 +15,17 @@ thresholds in:
   user would see on the line (more or fewer normal pixels / parts flagged); recorded, not gated on, since
   a uniform offset changes them without changing the ranking the metrics measure.
 Torch-free: ONNX Runtime and numpy only.
+
+`exact=True` runs a Q/DQ graph as written, every DequantizeLinear -> float op -> QuantizeLinear computed
+literally (graph optimizations off): the integer maths TensorRT does with int32 accumulation. With them on,
+ONNX Runtime fuses the graph into its own uint8 x int8 kernels, which on x86 without VNNI sum pairs of
+products in 16 bits and saturate (benchmarks/README.md: "What the CPU kernels do to INT8"). The CPU
+flavour is judged by those kernels, since they are what runs it; the TensorRT flavour must not be.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -106,19 +113,33 @@ class Reference:
     thresholds: NormalThresholds
 
 
-def run_graph(model: onnx.ModelProto | bytes, images: np.ndarray,
-              batch_size: int = FIDELITY_BATCH) -> tuple[np.ndarray, np.ndarray]:
-    """Maps and scores of `images` through `model` on ONNX Runtime CPU, batch by batch."""
+def graph_runner(model: onnx.ModelProto | bytes, exact: bool = False,
+                 batch_size: int = FIDELITY_BATCH) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Images -> (maps, scores) through `model` on ONNX Runtime CPU, batch by batch, one session reused;
+    `exact`: integer maths as written (see the module docstring), not ONNX Runtime's fused kernels."""
     import onnxruntime as ort  # lazily: dfr-export's argument parsing reads the defaults above
 
     data = model if isinstance(model, bytes) else model.SerializeToString()
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    maps, scores = [], []
-    for start in range(0, len(images), batch_size):
-        amap, score = session.run(list(OUTPUTS), {INPUT: images[start : start + batch_size]})
-        maps.append(amap)
-        scores.append(score)
-    return np.concatenate(maps), np.concatenate(scores)
+    options = ort.SessionOptions()
+    if exact:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        maps, scores = [], []
+        for start in range(0, len(images), batch_size):
+            amap, score = session.run(list(OUTPUTS), {INPUT: images[start : start + batch_size]})
+            maps.append(amap)
+            scores.append(score)
+        return np.concatenate(maps), np.concatenate(scores)
+
+    return run
+
+
+def run_graph(model: onnx.ModelProto | bytes, images: np.ndarray, exact: bool = False,
+              batch_size: int = FIDELITY_BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """Maps and scores of `images` through `model` on ONNX Runtime CPU (`exact`: see graph_runner)."""
+    return graph_runner(model, exact, batch_size)(images)
 
 
 def reference(fp32: onnx.ModelProto | bytes, images: np.ndarray, thresholds: NormalThresholds) -> Reference:
@@ -144,6 +165,7 @@ def compare_maps(ref: Reference, maps: np.ndarray, scores: np.ndarray) -> Fideli
     )
 
 
-def measure(ref: Reference, model: onnx.ModelProto | bytes) -> Fidelity:
-    """Fidelity of `model` against the FP32 reference on the same held-out normal images."""
-    return compare_maps(ref, *run_graph(model, ref.images))
+def measure(ref: Reference, model: onnx.ModelProto | bytes, exact: bool = False) -> Fidelity:
+    """Fidelity of `model` against the FP32 reference on the same held-out normal images (`exact`: the
+    integer maths as written, for graphs another engine will run)."""
+    return compare_maps(ref, *run_graph(model, ref.images, exact))

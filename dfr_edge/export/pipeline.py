@@ -194,7 +194,7 @@ def export_bundle(bundle: Bundle, options: ExportOptions) -> list[Exported]:
                                fidelity={"held_out": held_out.record(), **built.choice.to_dict(),
                                          "needed_float_units": built.needed})
         results.append(_write(variant, built.model, files[variant], meta, parity, record, test, baseline, options,
-                              flavour.lint_ignore))
+                              flavour.lint_ignore, flavour.exact_check))
     return results
 
 
@@ -298,14 +298,18 @@ def _eval_set(bundle: Bundle, options: ExportOptions) -> TestArrays | None:
 
 def _write(variant: str, model: onnx.ModelProto, path: Path, meta: dict, parity: Parity, record: dict,
            test: TestArrays | None, baseline: dict | None, options: ExportOptions,
-           lint_ignore: frozenset[str] = frozenset()) -> Exported:
-    """Write to a temporary name, evaluate there if asked, then rename into place (or refuse)."""
+           lint_ignore: frozenset[str] = frozenset(), exact: bool = False) -> Exported:
+    """Write to a temporary name, evaluate there if asked, then rename into place (or refuse).
+
+    `exact`: evaluate the integer maths as written (fidelity.graph_runner), for a graph another engine runs.
+    """
     with atomic_path(path) as staging:
         save_model(model, staging, meta, record, lint_ignore)
         metrics = deltas = None
         if test is not None:
-            metrics = evaluate(load_detector(staging, threads=options.threads).infer, test,
-                               score=ScoreRule.from_manifest(meta)).metrics.to_dict()
+            predict = (fidelity.graph_runner(model, exact=True) if exact
+                       else load_detector(staging, threads=options.threads).infer)
+            metrics = evaluate(predict, test, score=ScoreRule.from_manifest(meta)).metrics.to_dict()
             if baseline is not None:
                 deltas = {k: metrics[k] - baseline[k] for k in baseline}
                 worst = -min(deltas.values())

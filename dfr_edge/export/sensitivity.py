@@ -169,7 +169,7 @@ def mixed_int8(source: Int8Source, flavour: Int8Flavour, method: str, ref: Refer
             if key not in scored:
                 nodes = tuple(n for u in float_units for n in units[u])
                 model = quantize_int8(source, flavour, method, nodes, bits)
-                scored[key] = model, measure(ref, model)
+                scored[key] = model, measure(ref, model, flavour.exact_check)
                 log.info("int8-%s, %d-bit weights, float %s: map shift %.3f, score shift %.3f", flavour.name, bits,
                          ",".join(float_units) or "-", scored[key][1].map_shift, scored[key][1].score_shift)
             models[bits, float_units], fidelity = scored[key]
