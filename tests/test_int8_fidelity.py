@@ -320,6 +320,17 @@ def test_exact_check_computes_the_integer_maths_as_written():
     np.testing.assert_array_equal(scores, expected.max(axis=(1, 2)))
 
 
+def test_an_exact_check_compares_with_fp32_run_exactly_too():
+    """Fused and unfused float kernels differ in the last bits: an unquantized graph must still measure 0."""
+    maps = np.full((2, 4, 4), 3.0, np.float32)
+    ref = fidelity.Reference(np.zeros((2, 4, 4, 3), np.uint8), maps, np.array([3.0, 3.0]),
+                             NormalThresholds(pixel=5.0, image=3.0 + 1e-6, pixel_median=1.0),
+                             exact_maps=maps + 1e-5, exact_scores=np.array([3.0, 3.0]) + 1e-5)
+    same_as_exact = fidelity.compare_maps(ref, maps + 1e-5, np.array([3.0, 3.0]) + 1e-5, exact=True)
+    assert same_as_exact.map_shift == 0.0 and same_as_exact.score_shift == 0.0
+    assert fidelity.compare_maps(ref, maps + 1e-5, np.array([3.0, 3.0]) + 1e-5).score_shift > 1.0
+
+
 def test_only_the_graph_another_engine_runs_is_checked_exactly(toy_precisions):
     costs, _, checked_exactly = toy_precisions
     costs.update({8: {"blocks.0": 0.0, "cae": 0.0}, 7: {"blocks.0": 0.0, "cae": 0.0}})

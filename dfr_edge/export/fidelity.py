@@ -105,12 +105,23 @@ class Fidelity:
 
 @dataclass
 class Reference:
-    """FP32 maps and scores of the held-out normal images, computed once and compared against many times."""
+    """FP32 maps and scores of the held-out normal images, computed once and compared against many times.
+
+    `exact_maps` / `exact_scores`: the same FP32 graph with graph optimizations off, what an exact check
+    compares against, so that a graph with nothing quantized measures 0 there too (fused and unfused float
+    kernels differ in the last bits, and a narrow score spread would magnify that)."""
 
     images: np.ndarray
     maps: np.ndarray
     scores: np.ndarray
     thresholds: NormalThresholds
+    exact_maps: np.ndarray | None = None
+    exact_scores: np.ndarray | None = None
+
+    def outputs(self, exact: bool) -> tuple[np.ndarray, np.ndarray]:
+        if exact and self.exact_maps is not None and self.exact_scores is not None:
+            return self.exact_maps, self.exact_scores
+        return self.maps, self.scores
 
 
 def graph_runner(model: onnx.ModelProto | bytes, exact: bool = False,
@@ -146,21 +157,22 @@ def reference(fp32: onnx.ModelProto | bytes, images: np.ndarray, thresholds: Nor
     if len(images) == 0:
         raise ValueError("the fidelity check needs at least one held-out normal image")
     maps, scores = run_graph(fp32, images)
-    return Reference(images, maps, scores, thresholds)
+    return Reference(images, maps, scores, thresholds, *run_graph(fp32, images, exact=True))
 
 
-def compare_maps(ref: Reference, maps: np.ndarray, scores: np.ndarray) -> Fidelity:
+def compare_maps(ref: Reference, maps: np.ndarray, scores: np.ndarray, exact: bool = False) -> Fidelity:
     t = ref.thresholds
-    tail = ref.maps >= min(t.pixel, float(ref.maps.max()))  # never empty
-    error = np.abs(maps[tail].astype(np.float64) - ref.maps[tail])
-    score_spread = max(t.image - float(np.median(ref.scores)), np.finfo(np.float32).eps)
+    ref_maps, ref_scores = ref.outputs(exact)
+    tail = ref_maps >= min(t.pixel, float(ref_maps.max()))  # never empty
+    error = np.abs(maps[tail].astype(np.float64) - ref_maps[tail])
+    score_spread = max(t.image - float(np.median(ref_scores)), np.finfo(np.float32).eps)
     return Fidelity(
         images=len(ref.images),
         map_shift=float(np.median(error) / t.spread),
-        score_shift=float(np.percentile(np.abs(scores.astype(np.float64) - ref.scores), 90) / score_spread),
-        pixel_fpr_fp32=float(np.mean(ref.maps > t.pixel)),
+        score_shift=float(np.percentile(np.abs(scores.astype(np.float64) - ref_scores), 90) / score_spread),
+        pixel_fpr_fp32=float(np.mean(ref_maps > t.pixel)),
         pixel_fpr=float(np.mean(maps > t.pixel)),
-        image_fpr_fp32=float(np.mean(ref.scores > t.image)),
+        image_fpr_fp32=float(np.mean(ref_scores > t.image)),
         image_fpr=float(np.mean(scores > t.image)),
     )
 
@@ -168,4 +180,4 @@ def compare_maps(ref: Reference, maps: np.ndarray, scores: np.ndarray) -> Fideli
 def measure(ref: Reference, model: onnx.ModelProto | bytes, exact: bool = False) -> Fidelity:
     """Fidelity of `model` against the FP32 reference on the same held-out normal images (`exact`: the
     integer maths as written, for graphs another engine will run)."""
-    return compare_maps(ref, *run_graph(model, ref.images, exact))
+    return compare_maps(ref, *run_graph(model, ref.images, exact), exact)
