@@ -142,10 +142,23 @@ def print_verdicts(rows: list[dict]) -> dict:
             "spearman_score_shift_vs_pixel_loss": rank["score_shift"]}
 
 
+def labelled_set(text: str) -> tuple[str, Path, Path]:
+    """NAME=BUNDLE:DATA -> (name, bundle folder, data folder)."""
+    name, _, paths = text.partition("=")
+    bundle, _, data = paths.partition(":")
+    if not (name and bundle and data):
+        raise argparse.ArgumentTypeError(f"--set {text!r}: expected NAME=BUNDLE:DATA")
+    return name, Path(bundle), Path(data)
+
+
+def add_set_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", required=True, type=labelled_set, metavar="NAME=BUNDLE:DATA",
+                   help="a trained bundle (with model.onnx) and its MVTec-layout data folder")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--set", action="append", required=True, metavar="NAME=BUNDLE:DATA",
-                   help="a trained bundle (with model.onnx) and its MVTec-layout data folder")
+    add_set_option(p)
     p.add_argument("--fidelity-budget", type=float, default=fidelity.DEFAULT_MAP_SHIFT)
     p.add_argument("--score-budget", type=float, default=fidelity.DEFAULT_SCORE_SHIFT)
     p.add_argument("--rounds", type=int, default=30, help="timed rounds; 0 skips the timing")
@@ -155,11 +168,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     budget = FidelityBudget(args.fidelity_budget, args.score_budget)
     sets = []
-    for spec in args.set:
-        name, _, paths = spec.partition("=")
-        bundle, _, data = paths.partition(":")
+    for name, bundle, data in args.set:
         print(f"{name}:", flush=True)
-        sets.append(run_set(name, Path(bundle), Path(data), budget, args.rounds, args.speed_only))
+        sets.append(run_set(name, bundle, data, budget, args.rounds, args.speed_only))
 
     rows = [r for s in sets for r in s["rows"]]
     record = {"machine": machine_info(), "budget": vars(budget), "targets": {

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from int8_fidelity import HERE
+from int8_fidelity import HERE, add_set_option
 from onnxruntime.quantization import QuantFormat
 
 from dfr_edge.bundle import load_bundle
@@ -69,17 +69,14 @@ def run_set(name: str, bundle_dir: Path, data: Path) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--set", action="append", required=True, metavar="NAME=BUNDLE:DATA",
-                   help="a trained bundle (with model.onnx) and its MVTec-layout data folder")
+    add_set_option(p)
     p.add_argument("--out", type=Path, default=HERE / "results" / "int8_kernels.json")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     rows = []
-    for spec in args.set:
-        name, _, paths = spec.partition("=")
-        bundle, _, data = paths.partition(":")
+    for name, bundle, data in args.set:
         print(f"{name}:", flush=True)
-        rows += run_set(name, Path(bundle), Path(data))
+        rows += run_set(name, bundle, data)
     print(format_table(["set", "graph", "arithmetic", "d pixel AUROC", "d PRO", "held-out median score"],
                        [[r["set"], r["graph"], r["arithmetic"], f"{r['deltas']['pixel_auroc']:+.4f}",
                          f"{r['deltas']['pro']:+.4f}", f"{r['held_out_median_score']:.3f}"] for r in rows]))

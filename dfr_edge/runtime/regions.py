@@ -60,4 +60,4 @@ def sampled_boxes(sampled: SampledMap, threshold: float, min_area: int = 1) -> l
         area = max(1, round(b.area * sy * sx))
         if area >= min_area:
             boxes.append(Box(x0, y0, x1 - x0, y1 - y0, area, b.peak))
-    return sorted(boxes, key=lambda b: b.area, reverse=True)
+    return boxes  # still largest first: scaling keeps the order of the areas
