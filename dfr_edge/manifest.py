@@ -128,6 +128,14 @@ def read(path: Path) -> dict:
     return loads(text, str(path))
 
 
+def from_onnx(model, source: str) -> dict | None:
+    """The dfr.json embedded in an exported ONNX model (onnx.ModelProto), validated; None if it has none."""
+    for prop in model.metadata_props:
+        if prop.key == ONNX_METADATA_KEY:
+            return loads(prop.value, f"{source} metadata", "export the model again with dfr-export")
+    return None
+
+
 def dumps(manifest: dict) -> str:
     return json.dumps(manifest, indent=2, sort_keys=False) + "\n"
 

@@ -78,11 +78,32 @@ def test_fidelity_measures_the_tail_and_the_scores():
     result = fidelity.compare_maps(ref, maps + 2.0, np.array([3.0, 1.0]))
     assert result.map_shift == pytest.approx(2.0 / (5.0 - 1.0))  # tail error / (threshold - median)
     assert result.score_shift == pytest.approx(1.8 / (2.0 - 1.0))  # p90 of |[2, 0]| / (threshold - median)
-    assert (result.pixel_fpr_fp32, result.pixel_fpr) == (1 / 32, 5 / 32)
+    assert (result.pixel_fpr_fp32, result.pixel_fpr) == (1 / 32, 5 / 32)  # at FP32's thresholds
     assert (result.image_fpr_fp32, result.image_fpr) == (0.0, 0.5)
     problems = result.problems(FidelityBudget(map_shift=0.4, score_shift=1.0))
     assert problems == ["map shift 0.500 > 0.4", "score shift 1.800 > 1"]
     assert result.within(FidelityBudget(map_shift=0.5, score_shift=1.8))
+
+
+def test_a_graph_gets_thresholds_that_flag_what_fp32_flags_on_the_same_normal_images():
+    rng = np.random.default_rng(0)
+    maps, scores = rng.gamma(2.0, 1.0, (6, 32, 32)), rng.normal(5.0, 1.0, 6)
+    stored = NormalThresholds(pixel=float(np.quantile(maps, 0.99)), image=float(np.quantile(scores, 0.9)),
+                              pixel_median=float(np.median(maps)), pixel_fpr=0.01, image_quantile=0.9)
+    lifted = stored.matched(maps, scores, maps * 1.5 + 2.0, scores + 3.0)  # INT8 lifting a whole map
+    assert lifted.pixel == pytest.approx(stored.pixel * 1.5 + 2.0) and lifted.image == pytest.approx(stored.image + 3)
+    assert lifted.pixel_median == pytest.approx(stored.pixel_median * 1.5 + 2.0)
+    assert np.mean(maps * 1.5 + 2.0 > lifted.pixel) == pytest.approx(np.mean(maps > stored.pixel))
+    assert (lifted.pixel_fpr, lifted.image_quantile) == (0.01, 0.9)
+    assert stored.matched(maps, scores, maps, scores) == stored
+    # thresholds stored from other images are carried over by the shift, not re-chosen
+    other = dataclasses.replace(stored, pixel=stored.pixel + 0.5)
+    assert other.matched(maps, scores, maps + 2.0, scores).pixel == pytest.approx(other.pixel + 2.0)
+    written = lifted.written_into({"thresholds": {"pixel": 1.0, "image": 2.0, "pixel_fpr": 0.01},
+                                   "normal_stats": {"pixel_median": 0.1, "count": 6}, "input": {}}, "int8-cpu: why")
+    assert written["thresholds"] == {"pixel": lifted.pixel, "image": lifted.image, "pixel_fpr": 0.01,
+                                     "matched": "int8-cpu: why"}
+    assert written["normal_stats"] == {"pixel_median": lifted.pixel_median, "count": 6} and written["input"] == {}
 
 
 def test_fidelity_check_is_torch_free():
@@ -103,8 +124,8 @@ def test_fidelity_budget_refuses_nonsense():
 
 
 def fake_fidelity(shift: float) -> Fidelity:
-    return Fidelity(images=4, map_shift=shift, score_shift=0.0, pixel_fpr_fp32=0.005, pixel_fpr=0.005, image_fpr_fp32=0.0,
-                    image_fpr=0.0)
+    return Fidelity(images=4, map_shift=shift, score_shift=0.0, thresholds=NormalThresholds(5.0, 2.0, 1.0),
+                    pixel_fpr_fp32=0.005, pixel_fpr=0.005, image_fpr_fp32=0.0, image_fpr=0.0)
 
 
 def additive_score(costs: dict[str, float], calls: list):
@@ -279,6 +300,13 @@ def test_allow_drop_writes_and_records_float_units(bundle_copy, loaded, few_unit
         assert check["budget"]["map_shift"] == 1e-9 and "needed_float_units" in check
         assert check["held_out"]["source"].startswith("validation split") and check["held_out"]["count"] >= 1
         assert check["fidelity"]["map_shift"] > 0
+        # the graph thresholds by its own normal outputs; the bundle keeps FP32's
+        own = manifest_io.from_onnx(onnx.load(results[variant].path), variant)
+        assert own["thresholds"]["pixel"] == check["fidelity"]["thresholds"]["pixel"] != loaded.manifest["thresholds"]["pixel"]
+        assert own["thresholds"]["image"] == check["fidelity"]["thresholds"]["image"]
+        assert own["normal_stats"]["pixel_median"] == check["fidelity"]["thresholds"]["pixel_median"]
+        assert own["thresholds"]["matched"].startswith(f"{variant}: FP32's thresholds moved")
+    assert manifest_io.read(bundle_copy / manifest_io.MANIFEST_NAME)["thresholds"] == loaded.manifest["thresholds"]
 
 
 def saturating_qdq_graph(channels: int = 8, act_scale: float = 2.0, out_scale: float = 4096.0) -> onnx.ModelProto:

@@ -13,6 +13,7 @@ from fakes.api import VERSIONS
 from fakes.fake_cuda import FakeCuda
 from fakes.fake_tensorrt import FakePlatform, install, make_fake_tensorrt
 
+from dfr_edge.export.artifacts import set_metadata
 from dfr_edge.export.tensorrt import EngineOptions, build_engine, build_mode, profile_shapes
 from dfr_edge.runtime.cuda import DeviceInfo
 
@@ -127,6 +128,19 @@ def test_engine_key_names_every_build_fact_and_sidecar_carries_dfr_json(bundle, 
     build = sidecar["build"]
     assert build["strongly_typed"] and build["shapes"][2] == [8, 64, 64, 3] and build["build_seconds"] >= 0
     assert build["timing_cache"]["reused"] is False and build["trtexec"] == built.trtexec
+
+
+def test_an_engine_carries_the_thresholds_of_the_graph_it_was_built_from(bundle, monkeypatch):
+    """An INT8 graph carries thresholds matched to its own outputs (fidelity.NormalThresholds.matched), not the
+    bundle's FP32 ones: the engine compiled from it must say the same."""
+    model, meta = onnx.load(bundle / "model.onnx"), json.loads((bundle / "dfr.json").read_text())
+    own = {**meta, "thresholds": {**meta["thresholds"], "pixel": meta["thresholds"]["pixel"] + 1.5}}
+    set_metadata(model, own, {})
+    onnx.save(model, bundle / "model.fp16.onnx")
+    platform = install(monkeypatch, "10.16.1.11")
+    built = build_engine(bundle, EngineOptions(precision="fp16"), cuda=platform.cuda)
+    sidecar = json.loads((built.path.parent / (built.path.name + ".json")).read_text())
+    assert sidecar["dfr"] == own != json.loads((bundle / "dfr.json").read_text())
 
 
 def test_timing_cache_is_reused_and_identical_engines_are_not_rebuilt(bundle, monkeypatch):

@@ -26,6 +26,7 @@ flavour is judged by those kernels, since they are what runs it; the TensorRT fl
 from __future__ import annotations
 
 from collections.abc import Callable
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -61,27 +62,57 @@ class FidelityBudget:
 
 @dataclass(frozen=True)
 class NormalThresholds:
-    """The bundle's stored decision thresholds and the normal pixel median (dfr.json)."""
+    """Decision thresholds, the rule they were chosen by and the normal pixel median (dfr.json)."""
 
     pixel: float
     image: float
     pixel_median: float
+    pixel_fpr: float = 0.005  # share of normal pixels above `pixel` when it was chosen
+    image_quantile: float = 0.99  # quantile of normal image scores `image` is
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> NormalThresholds:
-        return cls(manifest["thresholds"]["pixel"], manifest["thresholds"]["image"],
-                   manifest["normal_stats"]["pixel_median"])
+        t = manifest["thresholds"]
+        return cls(t["pixel"], t["image"], manifest["normal_stats"]["pixel_median"], t["pixel_fpr"],
+                   t["image_quantile"])
 
     @property
     def spread(self) -> float:
         return max(self.pixel - self.pixel_median, np.finfo(np.float32).eps)
 
+    def matched(self, ref_maps: np.ndarray, ref_scores: np.ndarray, maps: np.ndarray,
+                scores: np.ndarray) -> NormalThresholds:
+        """The thresholds for another graph: each moved by how far that graph moves its own quantile (the
+        rule's 1 - pixel_fpr of pixels, image_quantile of scores, the median) on the same normal images.
+
+        On the images the thresholds were chosen on this is the training rule applied to the other graph;
+        on other normal images, the FP32 thresholds carried over by the shift. INT8 can move a whole map
+        (dark_rubber: every normal part over the FP32 image threshold) and keep its ranking; a graph
+        thresholded by its own normal outputs flags what FP32 flags."""
+        levels = [1.0 - self.pixel_fpr, 0.5]
+        pixel, median = (np.quantile(maps.astype(np.float64), levels)
+                         - np.quantile(ref_maps.astype(np.float64), levels))
+        image = (np.quantile(scores.astype(np.float64), self.image_quantile)
+                 - np.quantile(ref_scores.astype(np.float64), self.image_quantile))
+        return dataclasses.replace(self, pixel=self.pixel + float(pixel), image=self.image + float(image),
+                                   pixel_median=self.pixel_median + float(median))
+
+    def written_into(self, manifest: dict, note: str) -> dict:
+        """A copy of `manifest` (dfr.json) thresholding by these values; `note` says where they come from."""
+        return {**manifest, "thresholds": {**manifest["thresholds"], "pixel": self.pixel, "image": self.image,
+                                           "matched": note},
+                "normal_stats": {**manifest["normal_stats"], "pixel_median": self.pixel_median}}
+
 
 @dataclass(frozen=True)
 class Fidelity:
+    """How far a graph moves the normal maps and scores from FP32's, the false-positive rates it would give at
+    FP32's thresholds, and its own thresholds (NormalThresholds.matched), which the written graph carries."""
+
     images: int
     map_shift: float
     score_shift: float
+    thresholds: NormalThresholds
     pixel_fpr_fp32: float
     pixel_fpr: float
     image_fpr_fp32: float
@@ -170,6 +201,7 @@ def compare_maps(ref: Reference, maps: np.ndarray, scores: np.ndarray, exact: bo
         images=len(ref.images),
         map_shift=float(np.median(error) / t.spread),
         score_shift=float(np.percentile(np.abs(scores.astype(np.float64) - ref_scores), 90) / score_spread),
+        thresholds=t.matched(ref_maps, ref_scores, maps, scores),
         pixel_fpr_fp32=float(np.mean(ref_maps > t.pixel)),
         pixel_fpr=float(np.mean(maps > t.pixel)),
         image_fpr_fp32=float(np.mean(ref_scores > t.image)),

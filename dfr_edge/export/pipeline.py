@@ -4,7 +4,8 @@ Order: FP32 (parity against torch asserted) → INT8 flavours (calibrated on nor
 float units chosen and checked against FP32 on held-out normal images: the fidelity gate, which runs
 before any file is written) → writing FP32, FP16, INT8. Each file embeds dfr.json plus an export record
 (variant, parity, calibration, float units and fidelity, accuracy) and passes the ONNX checker and the
-TensorRT lint before it is renamed into place.
+TensorRT lint before it is renamed into place. An INT8 file's dfr.json thresholds by that graph's own normal
+outputs (fidelity.NormalThresholds.matched); the bundle's keeps FP32's.
 """
 
 from __future__ import annotations
@@ -193,9 +194,18 @@ def export_bundle(bundle: Bundle, options: ExportOptions) -> list[Exported]:
                                quantization=quantization_record(flavour, built),
                                fidelity={"held_out": held_out.record(), **built.choice.to_dict(),
                                          "needed_float_units": built.needed})
-        results.append(_write(variant, built.model, files[variant], meta, parity, record, test, baseline, options,
+        own = built.choice.fidelity.thresholds.written_into(meta, _matched_note(variant, flavour, held_out))
+        results.append(_write(variant, built.model, files[variant], own, parity, record, test, baseline, options,
                               flavour.lint_ignore, flavour.exact_check))
     return results
+
+
+def _matched_note(variant: str, flavour: Int8Flavour, held_out: HeldOut) -> str:
+    """Where an INT8 graph's own thresholds come from (fidelity.NormalThresholds.matched), for its dfr.json."""
+    maths = ("its integer maths as written (what TensorRT computes)" if flavour.exact_check else
+             "ONNX Runtime's CPU kernels on the exporting machine (x86 without VNNI saturates: README, INT8)")
+    return (f"{variant}: FP32's thresholds moved by this graph's own quantile shift on {len(held_out.paths)} "
+            f"held-out normal images, run with {maths}")
 
 
 @dataclass

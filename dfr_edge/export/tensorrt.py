@@ -179,7 +179,9 @@ def build_engine(bundle: Path, options: EngineOptions, cuda: CudaApi | None = No
     precision = resolve_precision(bundle, options.precision)
     mode = build_mode(trt, precision, options.dla_core, options.version_compatible)
     onnx_path = ensure_variant(bundle, precision)
-    check_for_tensorrt(onnx.load(onnx_path))  # the TensorRT lint first: clear findings before any parse
+    model = onnx.load(onnx_path)
+    check_for_tensorrt(model)  # the TensorRT lint first: clear findings before any parse
+    manifest = manifest_io.from_onnx(model, str(onnx_path)) or manifest  # an INT8 graph's own thresholds
 
     key = EngineKey(trt.__version__, device.name, f"{device.compute_capability[0]}.{device.compute_capability[1]}",
                     precision, options.max_batch, options.dla_core, sha256_file(onnx_path), options.version_compatible)
