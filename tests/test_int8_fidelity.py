@@ -289,9 +289,12 @@ def test_gate_refuses_and_writes_nothing(bundle_copy, few_units, capsys):
 
 
 @pytest.mark.slow
-def test_allow_drop_writes_and_records_float_units(bundle_copy, loaded, few_units):
+def test_allow_drop_writes_and_records_float_units(bundle_copy, loaded, few_units, caplog):
     options = ExportOptions(int8=True, calib_count=4, float_blocks=("cae",), fidelity_budget=1e-9, allow_drop=True)
     results = {r.variant: r for r in export_bundle(at(loaded, bundle_copy), options)}
+    held = json.loads({p.key: p.value for p in onnx.load(results["int8-cpu"].path).metadata_props}[EXPORT_INFO_KEY])
+    count = held["fidelity"]["held_out"]["count"]
+    assert count < 16 and f"rest on {count} held-out normal images" in caplog.text  # the tiny bundle holds few
     for variant in ("int8-tensorrt", "int8-cpu"):
         record = json.loads({p.key: p.value for p in onnx.load(results[variant].path).metadata_props}[EXPORT_INFO_KEY])
         assert record["quantization"]["float_units"] == ["cae"]

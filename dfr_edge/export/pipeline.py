@@ -242,6 +242,10 @@ def int8_images(bundle: Bundle, options: ExportOptions) -> tuple[CalibrationSet,
     if not held:
         raise ValueError("the INT8 fidelity check needs held-out normal images and only one was found; "
                          "pass --calib DIR with more normal images")
+    if len(held) < HELD_OUT_IMAGES:
+        log.warning("the INT8 fidelity check and the INT8 graphs' own thresholds rest on %d held-out normal "
+                    "images (%d or more give steadier verdicts): train with more normal images or a larger "
+                    "val_fraction", len(held), HELD_OUT_IMAGES)
     held_set = set(held)
     calib = calibration_set([p for p in candidates if p not in held_set], options.calib_count, options.calib_seed,
                             geometry)
