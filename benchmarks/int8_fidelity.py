@@ -137,8 +137,8 @@ def print_verdicts(rows: list[dict]) -> dict:
           f"{r['fidelity']['map_shift']:.3f}", f"{r['fidelity']['score_shift']:.3f}",
           f"{r['fidelity']['pixel_fpr']:.4f} ({r['fidelity']['pixel_fpr_fp32']:.4f})",
           f"{r['fidelity']['image_fpr']:.3f} ({r['fidelity']['image_fpr_fp32']:.3f})",
-          f"{r['good_rejected']:.3f}, {r['good_rejected_at_fp32_threshold']:.3f} "
-          f"({r['good_rejected'] - r['deltas']['good_rejected']:.3f})",
+          (f"{r['good_rejected']:.3f}, {r['good_rejected_at_fp32_threshold']:.3f} "
+           f"({r['good_rejected'] - r['deltas']['good_rejected']:.3f})"),
           r["fidelity_ok"], r["labelled_ok"]] for r in rows]))
     agree = sum(r["fidelity_ok"] == r["labelled_ok"] for r in rows)
     losses = [-r["deltas"]["pixel_auroc"] for r in rows]

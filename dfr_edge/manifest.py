@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dfr_edge import rules
 from dfr_edge.atomic import atomic_path
 from dfr_edge.errors import UnusableFileError
+
+if TYPE_CHECKING:
+    import onnx
 
 SCHEMA = "dfr-edge/bundle"
 SCHEMA_VERSION = 1
@@ -128,7 +131,7 @@ def read(path: Path) -> dict:
     return loads(text, str(path))
 
 
-def from_onnx(model, source: str) -> dict | None:
+def from_onnx(model: onnx.ModelProto, source: str) -> dict | None:
     """The dfr.json embedded in an exported ONNX model (onnx.ModelProto), validated; None if it has none."""
     for prop in model.metadata_props:
         if prop.key == ONNX_METADATA_KEY:

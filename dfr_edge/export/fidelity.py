@@ -25,8 +25,8 @@ flavour is judged by those kernels, since they are what runs it; the TensorRT fl
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import dataclasses
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -87,8 +87,8 @@ class NormalThresholds:
 
         On the images the thresholds were chosen on this is the training rule applied to the other graph;
         on other normal images, the FP32 thresholds carried over by the shift. INT8 can move a whole map
-        (dark_rubber: every normal part over the FP32 image threshold) and keep its ranking; a graph
-        thresholded by its own normal outputs flags what FP32 flags."""
+        (grey_pits: every good part over the FP32 image threshold) and keep its ranking; thresholded by its
+        own normal outputs, it flags about as many normal pixels and parts as FP32 does."""
         levels = [1.0 - self.pixel_fpr, 0.5]
         pixel, median = (np.quantile(maps.astype(np.float64), levels)
                          - np.quantile(ref_maps.astype(np.float64), levels))

@@ -195,6 +195,9 @@ def export_bundle(bundle: Bundle, options: ExportOptions) -> list[Exported]:
                                fidelity={"held_out": held_out.record(), **built.choice.to_dict(),
                                          "needed_float_units": built.needed})
         own = built.choice.fidelity.thresholds.written_into(meta, _matched_note(variant, flavour, held_out))
+        log.info("%s thresholds by its own normal outputs: pixel %.4g (FP32 %.4g), image %.4g (FP32 %.4g)", variant,
+                 own["thresholds"]["pixel"], meta["thresholds"]["pixel"], own["thresholds"]["image"],
+                 meta["thresholds"]["image"])
         results.append(_write(variant, built.model, files[variant], own, parity, record, test, baseline, options,
                               flavour.lint_ignore, flavour.exact_check))
     return results
