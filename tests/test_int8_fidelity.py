@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -291,7 +292,10 @@ def test_gate_refuses_and_writes_nothing(bundle_copy, few_units, capsys):
 @pytest.mark.slow
 def test_allow_drop_writes_and_records_float_units(bundle_copy, loaded, few_units, caplog):
     options = ExportOptions(int8=True, calib_count=4, float_blocks=("cae",), fidelity_budget=1e-9, allow_drop=True)
+    caplog.set_level(logging.INFO, logger="dfr_edge.export.pipeline")
     results = {r.variant: r for r in export_bundle(at(loaded, bundle_copy), options)}
+    for variant in ("int8-tensorrt", "int8-cpu"):  # the user is told the graph's thresholds and its noise floor
+        assert re.search(rf"{variant} thresholds by its own normal outputs: .* lifts the normal median by", caplog.text)
     held = json.loads({p.key: p.value for p in onnx.load(results["int8-cpu"].path).metadata_props}[EXPORT_INFO_KEY])
     count = held["fidelity"]["held_out"]["count"]
     assert count < 16 and f"rest on {count} held-out normal images" in caplog.text  # the tiny bundle holds few
