@@ -7,6 +7,7 @@ any artefact can say what it is and how to threshold it. Torch-free: the runtime
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -21,6 +22,7 @@ SCHEMA = "dfr-edge/bundle"
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "dfr.json"
 ONNX_METADATA_KEY = "dfr.json"
+EMBEDDED_REMEDY = "export the model again with dfr-export"
 
 class Field(NamedTuple):
     """One value every valid manifest has: where it sits, its type(s), and the rule it obeys."""
@@ -131,12 +133,15 @@ def read(path: Path) -> dict:
     return loads(text, str(path))
 
 
-def from_onnx(model: onnx.ModelProto, source: str) -> dict | None:
-    """The dfr.json embedded in an exported ONNX model (onnx.ModelProto), validated; None if it has none."""
-    for prop in model.metadata_props:
-        if prop.key == ONNX_METADATA_KEY:
-            return loads(prop.value, f"{source} metadata", "export the model again with dfr-export")
-    return None
+def embedded(metadata: Mapping[str, str], source: Path | str) -> dict | None:
+    """The dfr.json in an exported ONNX file's metadata (key -> value), validated; None if it has none."""
+    text = metadata.get(ONNX_METADATA_KEY)
+    return None if text is None else loads(text, f"{source} metadata", EMBEDDED_REMEDY)
+
+
+def from_onnx(model: onnx.ModelProto, source: Path | str) -> dict | None:
+    """The dfr.json embedded in a loaded ONNX model, validated; None if it has none."""
+    return embedded({p.key: p.value for p in model.metadata_props}, source)
 
 
 def dumps(manifest: dict) -> str:

@@ -194,14 +194,14 @@ def export_bundle(bundle: Bundle, options: ExportOptions) -> list[Exported]:
                                quantization=quantization_record(flavour, built),
                                fidelity={"held_out": held_out.record(), **built.choice.to_dict(),
                                          "needed_float_units": built.needed})
-        own = built.choice.fidelity.thresholds.written_into(meta, _matched_note(variant, flavour, held_out))
-        fp32_t, own_t = fidelity.NormalThresholds.from_manifest(meta), built.choice.fidelity.thresholds
+        own, fp32_t = built.choice.fidelity.thresholds, fidelity.NormalThresholds.from_manifest(meta)
+        lift = own.pixel_median - fp32_t.pixel_median
         log.info("%s thresholds by its own normal outputs: pixel %.4g (FP32 %.4g), image %.4g (FP32 %.4g); it lifts "
                  "the normal median by %+.3g, %.0f%% of FP32's normal spread (a floor fainter defects sink under)",
-                 variant, own_t.pixel, fp32_t.pixel, own_t.image, fp32_t.image, own_t.pixel_median - fp32_t.pixel_median,
-                 100 * (own_t.pixel_median - fp32_t.pixel_median) / fp32_t.spread)
-        results.append(_write(variant, built.model, files[variant], own, parity, record, test, baseline, options,
-                              flavour.lint_ignore, flavour.exact_check))
+                 variant, own.pixel, fp32_t.pixel, own.image, fp32_t.image, lift, 100 * lift / fp32_t.spread)
+        results.append(_write(variant, built.model, files[variant],
+                              own.written_into(meta, _matched_note(variant, flavour, held_out)), parity, record, test,
+                              baseline, options, flavour.lint_ignore, flavour.exact_check))
     return results
 
 

@@ -121,14 +121,13 @@ def _load_errors(ort) -> tuple[type[Exception], ...]:
 def read_metadata(session, path: Path) -> tuple[dict, dict]:
     """dfr.json and the export record embedded in an exported model's metadata."""
     props = session.get_modelmeta().custom_metadata_map
-    if manifest_io.ONNX_METADATA_KEY not in props:
+    meta = manifest_io.embedded(props, path)
+    if meta is None:
         raise manifest_io.ManifestError(path, "carries no dfr.json metadata",
                                         "use a model made by dfr-export (other ONNX files do not say how to threshold)")
-    remedy = "export the model again with dfr-export"
-    meta = manifest_io.loads(props[manifest_io.ONNX_METADATA_KEY], f"{path} metadata", remedy)
     try:
         export_info = json.loads(props.get(EXPORT_INFO_KEY, "{}"))
     except json.JSONDecodeError as exc:
         raise manifest_io.ManifestError(path, f"its {EXPORT_INFO_KEY} metadata is not valid JSON ({exc})",
-                                        remedy) from None
+                                        manifest_io.EMBEDDED_REMEDY) from None
     return meta, export_info
